@@ -1,0 +1,147 @@
+"""Building blocks shared by the tokenizer, the masked transformer and CLIP.
+
+Attribute names follow the PyTorch modules they reproduce (diffusers
+`Attention`, `FeedForward`, `AdaLayerNormContinuous`, ...), so a parameter's
+path in the NNX state is its key in the published state dict, up to the
+leaf rename done in `muse_styledrop.weights`.
+
+Tensor names carry their shape: B batch, L/T sequence (image / text), D
+feature width, H/W spatial, C channels, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+def linear(d_in: int, d_out: int, *, bias: bool, rngs: nnx.Rngs, dtype=None, param_dtype=jnp.float32):
+  """A dense layer whose kernel is (in, out); the PyTorch weight is its transpose."""
+  return nnx.Linear(d_in, d_out, use_bias=bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+
+def conv(c_in: int, c_out: int, kernel: int, *, rngs: nnx.Rngs, stride: int = 1, padding=0,
+         groups: int = 1, bias: bool = True, dtype=None, param_dtype=jnp.float32):
+  """An NHWC convolution with PyTorch's explicit symmetric padding."""
+  pad = ((padding, padding), (padding, padding)) if isinstance(padding, int) else padding
+  return nnx.Conv(c_in, c_out, (kernel, kernel), strides=stride, padding=pad, feature_group_count=groups,
+                  use_bias=bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+
+def rms_norm(dim: int, eps: float, affine: bool = True, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
+  """diffusers' RMSNorm: x / sqrt(mean(x^2) + eps) * weight, statistics in fp32."""
+  return nnx.RMSNorm(dim, epsilon=eps, use_scale=affine, use_fast_variance=False, dtype=jnp.float32,
+                     param_dtype=param_dtype, rngs=rngs)
+
+
+def layer_norm(dim: int, eps: float, *, affine: bool = True, bias: bool = True, rngs: nnx.Rngs,
+               param_dtype=jnp.float32):
+  """torch.nn.LayerNorm with optional weight and bias, statistics in fp32."""
+  return nnx.LayerNorm(dim, epsilon=eps, use_scale=affine, use_bias=affine and bias, use_fast_variance=False,
+                       dtype=jnp.float32, param_dtype=param_dtype, rngs=rngs)
+
+
+def group_norm(channels: int, groups: int, eps: float, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
+  """torch.nn.GroupNorm over NHWC, statistics in fp32."""
+  return nnx.GroupNorm(channels, num_groups=groups, epsilon=eps, use_fast_variance=False, dtype=jnp.float32,
+                       param_dtype=param_dtype, rngs=rngs)
+
+
+def gelu(x):
+  """PyTorch's default (erf) GELU."""
+  return jax.nn.gelu(x, approximate=False)
+
+
+def quick_gelu(x):
+  """OpenAI CLIP's sigmoid approximation of GELU."""
+  return x * jax.nn.sigmoid(1.702 * x)
+
+
+ACTIVATIONS = {
+    "gelu": gelu,
+    "quick_gelu": quick_gelu,
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "silu": jax.nn.silu,
+    "relu": jax.nn.relu,
+}
+
+
+def sinusoidal_embedding(values_N: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
+  """diffusers' get_timestep_embedding with flip_sin_to_cos=True, downscale_freq_shift=0."""
+  half = dim // 2
+  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+  angles_NF = values_N.astype(jnp.float32)[:, None] * freqs[None, :]
+  emb = jnp.concatenate([jnp.cos(angles_NF), jnp.sin(angles_NF)], axis=-1)
+  if dim % 2:
+    emb = jnp.pad(emb, ((0, 0), (0, 1)))
+  return emb
+
+
+class Attention(nnx.Module):
+  """diffusers `Attention` without norms: q from x, k/v from a context (self-attention when None)."""
+
+  def __init__(self, dim: int, heads: int, head_dim: int, *, context_dim: int | None = None, bias: bool = False,
+               out_bias: bool = True, rngs: nnx.Rngs, dtype=None, param_dtype=jnp.float32):
+    inner = heads * head_dim
+    context_dim = dim if context_dim is None else context_dim
+    kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+    self.heads, self.head_dim = heads, head_dim
+    self.to_q = linear(dim, inner, bias=bias, **kw)
+    self.to_k = linear(context_dim, inner, bias=bias, **kw)
+    self.to_v = linear(context_dim, inner, bias=bias, **kw)
+    self.to_out = nnx.List([linear(inner, dim, bias=out_bias, **kw)])
+
+  def __call__(self, x_BLD: jax.Array, context_BTD: jax.Array | None = None) -> jax.Array:
+    context_BTD = x_BLD if context_BTD is None else context_BTD
+    split = lambda t: t.reshape(*t.shape[:-1], self.heads, self.head_dim)
+    q, k, v = split(self.to_q(x_BLD)), split(self.to_k(context_BTD)), split(self.to_v(context_BTD))
+    out_BLNH = jax.nn.dot_product_attention(q, k, v)
+    return self.to_out[0](out_BLNH.reshape(*x_BLD.shape[:-1], -1))
+
+
+class GEGLU(nnx.Module):
+  """Gated GELU input projection: value * gelu(gate)."""
+
+  def __init__(self, dim: int, inner: int, *, bias: bool, rngs: nnx.Rngs, dtype=None, param_dtype=jnp.float32):
+    self.proj = linear(dim, 2 * inner, bias=bias, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+
+  def __call__(self, x):
+    value, gate = jnp.split(self.proj(x), 2, axis=-1)
+    return value * gelu(gate)
+
+
+class FeedForward(nnx.Module):
+  """diffusers `FeedForward` with a GEGLU activation: net = [GEGLU, Dropout, Linear]."""
+
+  def __init__(self, dim: int, inner: int, *, bias: bool, dropout: float = 0.0, rngs: nnx.Rngs, dtype=None,
+               param_dtype=jnp.float32):
+    kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+    self.net = nnx.List([GEGLU(dim, inner, bias=bias, **kw), nnx.Dropout(dropout),
+                         linear(inner, dim, bias=bias, **kw)])
+
+  def __call__(self, x):
+    for layer in self.net:
+      x = layer(x)
+    return x
+
+
+class AdaLayerNormContinuous(nnx.Module):
+  """Norm whose scale and shift come from a conditioning vector: norm(x) * (1 + scale) + shift."""
+
+  def __init__(self, dim: int, cond_dim: int, *, eps: float, affine: bool, bias: bool, kind: str,
+               rngs: nnx.Rngs, dtype=None, param_dtype=jnp.float32):
+    self.linear = linear(cond_dim, 2 * dim, bias=bias, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+    if kind == "rms_norm":
+      self.norm = rms_norm(dim, eps, affine, rngs=rngs, param_dtype=param_dtype)
+    elif kind == "layer_norm":
+      self.norm = layer_norm(dim, eps, affine=affine, bias=bias, rngs=rngs, param_dtype=param_dtype)
+    else:
+      raise ValueError(f"unknown norm kind {kind!r}; use 'rms_norm' or 'layer_norm'")
+
+  def __call__(self, x_BLD, cond_BD):
+    scale_BD, shift_BD = jnp.split(self.linear(jax.nn.silu(cond_BD)), 2, axis=-1)
+    return (self.norm(x_BLD) * (1 + scale_BD[:, None]) + shift_BD[:, None]).astype(x_BLD.dtype)

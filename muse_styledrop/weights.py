@@ -1,0 +1,311 @@
+"""Read and write diffusers- and transformers-layout model directories.
+
+The one place that knows the published file layout: model_index.json and
+per-component subfolders, config.json files, safetensors weights (fp32, fp16
+or bf16; single files, variants or sharded with an index). Nothing here
+imports torch, and nothing is ever unpickled: a directory holding only .bin /
+.pt weights is refused with a message that says how to convert it.
+
+Mapping between our parameters and PyTorch state-dict keys is generic: the
+module path is the key, and only the leaf is renamed and relaid out:
+  Linear kernel (in, out)        <-> weight (out, in)
+  Conv kernel (kh, kw, in, out)  <-> weight (out, in, kh, kw)
+  norm scale, embedding table    <-> weight (same layout)
+  anything else                  <-> same name, same layout
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from safetensors import safe_open
+from safetensors.flax import save_file
+
+from muse_styledrop.models.clip import CLIPConfig, CLIPModel, TowerConfig
+from muse_styledrop.models.uvit import UVit2DModel, UVitConfig
+from muse_styledrop.models.vq import VQConfig, VQModel
+
+DIFFUSERS_WEIGHTS = "diffusion_pytorch_model"
+TRANSFORMERS_WEIGHTS = "model"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+# Non-persistent buffers that older transformers versions saved into checkpoints.
+IGNORED_SOURCE_KEYS = ("position_ids",)
+
+
+class WeightsError(ValueError):
+  """A model directory or weight file that cannot be loaded as asked."""
+
+
+# ----------------------------------------------------------------------------
+# Files
+# ----------------------------------------------------------------------------
+
+
+def read_json(path: Path) -> dict:
+  if not path.is_file():
+    raise WeightsError(f"{path} is missing; point the config at a complete model directory")
+  try:
+    return json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise WeightsError(f"{path} is not valid JSON ({e}); re-download or re-export that file") from e
+
+
+def weight_files(folder: Path, stem: str, variant: str | None = None) -> list[Path]:
+  """The safetensors files holding a component's weights, shards included."""
+  names = [f"{stem}.{variant}.safetensors"] if variant else []
+  names.append(f"{stem}.safetensors")
+  for name in names:
+    if (folder / name).is_file():
+      return [folder / name]
+    index = folder / f"{name}.index.json"
+    if index.is_file():
+      shards = sorted(set(read_json(index).get("weight_map", {}).values()))
+      if not shards:
+        raise WeightsError(f"{index} has an empty weight_map; re-download that component")
+      missing = [s for s in shards if not (folder / s).is_file()]
+      if missing:
+        raise WeightsError(f"{index} names shard {missing[0]} which is not in {folder}; the download is incomplete")
+      return [folder / s for s in shards]
+  pickles = sorted(p.name for p in folder.glob("*") if p.suffix in PICKLE_SUFFIXES) if folder.is_dir() else []
+  if pickles:
+    raise WeightsError(f"{folder} holds only pickle weights ({pickles[0]}); we never unpickle files. Convert them "
+                       "to safetensors (e.g. load and save_pretrained(..., safe_serialization=True) in diffusers or "
+                       "transformers) or download the .safetensors files")
+  raise WeightsError(f"no {stem}.safetensors (or sharded index) in {folder}; the model directory is incomplete")
+
+
+def read_tensors(files: list[Path]) -> dict[str, tuple[jax.Array, Path]]:
+  """Every tensor of the files, with the file it came from."""
+  out = {}
+  for f in files:
+    try:
+      with safe_open(str(f), framework="flax") as handle:
+        for key in handle.keys():
+          out[key] = (handle.get_tensor(key), f)
+    except (OSError, ValueError, RuntimeError) as e:  # safetensors raises SafetensorError(OSError-like)
+      raise WeightsError(f"{f} is not a readable safetensors file ({e}); re-download it") from e
+    except Exception as e:  # noqa: BLE001 - SafetensorError is not importable by a stable name
+      raise WeightsError(f"{f} is not a readable safetensors file ({e}); re-download it") from e
+  return out
+
+
+# ----------------------------------------------------------------------------
+# Parameter <-> state-dict mapping
+# ----------------------------------------------------------------------------
+
+
+def torch_key(path: tuple) -> str:
+  """The PyTorch state-dict key of one of our parameter paths."""
+  *head, leaf = (str(p) for p in path)
+  leaf = {"kernel": "weight", "scale": "weight", "embedding": "weight"}.get(leaf, leaf)
+  return ".".join([*head, leaf])
+
+
+def from_torch_layout(leaf: str, value: jax.Array) -> jax.Array:
+  if leaf == "kernel" and value.ndim == 2:
+    return value.T
+  if leaf == "kernel" and value.ndim == 4:
+    return jnp.transpose(value, (2, 3, 1, 0))
+  return value
+
+
+def to_torch_layout(leaf: str, value: jax.Array) -> jax.Array:
+  if leaf == "kernel" and value.ndim == 2:
+    return value.T
+  if leaf == "kernel" and value.ndim == 4:
+    return jnp.transpose(value, (3, 2, 0, 1))
+  return value
+
+
+def base_params(module: nnx.Module) -> nnx.State:
+  """The module's own (published) parameters: exactly nnx.Param, not subclasses such as adapters."""
+  return nnx.state(module, lambda _, v: type(v) is nnx.Param)
+
+
+def load_params(module: nnx.Module, tensors: Mapping[str, tuple[jax.Array, Path]], what: str) -> None:
+  """Fill every parameter of `module` from a state dict; any mismatch is an error naming file and key."""
+  flat = nnx.to_flat_state(base_params(module))
+  expected = {}
+  for path, var in flat:
+    expected[torch_key(path)] = (path, var)
+  for key, (path, var) in expected.items():
+    if key not in tensors:
+      raise WeightsError(f"{what}: weight {key!r} is missing from the checkpoint; the files do not match the "
+                         "config (wrong model directory or a truncated download)")
+    value, source = tensors[key]
+    value = from_torch_layout(str(path[-1]), value)
+    if tuple(value.shape) != tuple(var.shape):
+      raise WeightsError(f"{source}: weight {key!r} has shape {tuple(tensors[key][0].shape)} but the config implies "
+                         f"{tuple(to_torch_layout(str(path[-1]), jnp.zeros(var.shape)).shape)}; the config.json and "
+                         "the weights disagree")
+    var.value = value.astype(var.dtype)
+  unknown = [k for k in tensors if k not in expected and not k.endswith(IGNORED_SOURCE_KEYS)]
+  if unknown:
+    raise WeightsError(f"{tensors[unknown[0]][1]}: unknown weight {unknown[0]!r} (and {len(unknown) - 1} more) for "
+                       f"{what}; the checkpoint is for another architecture or config")
+
+
+def state_dict(module: nnx.Module, dtype=None) -> dict[str, jax.Array]:
+  """The module's parameters as a PyTorch-layout state dict."""
+  out = {}
+  for path, var in nnx.to_flat_state(base_params(module)):
+    value = to_torch_layout(str(path[-1]), var[...])
+    out[torch_key(path)] = jnp.asarray(value if dtype is None else value.astype(dtype))
+  return out
+
+
+def write_safetensors(tensors: dict[str, jax.Array], path: Path, metadata: dict[str, str] | None = None) -> None:
+  """Write atomically: a temporary file renamed into place."""
+  tmp = path.with_name(path.name + ".tmp")
+  save_file({k: jnp.asarray(v) for k, v in tensors.items()}, str(tmp), metadata=metadata)
+  os.replace(tmp, path)
+
+
+def write_json(obj: Any, path: Path) -> None:
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+  os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------
+# Configs
+# ----------------------------------------------------------------------------
+
+
+def dataclass_from_dict(cls, d: Mapping[str, Any]):
+  """Build a config dataclass from a config.json dict, keeping only the fields it knows."""
+  names = {f.name for f in dataclasses.fields(cls)}
+  kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names}
+  return cls(**kwargs)
+
+
+def uvit_config(d: Mapping[str, Any], where: Path) -> UVitConfig:
+  if d.get("_class_name", "UVit2DModel") != "UVit2DModel":
+    raise WeightsError(f"{where} describes a {d['_class_name']}, not a UVit2DModel transformer")
+  return dataclass_from_dict(UVitConfig, d)
+
+
+def vq_config(d: Mapping[str, Any], where: Path) -> VQConfig:
+  if d.get("_class_name", "VQModel") != "VQModel":
+    raise WeightsError(f"{where} describes a {d['_class_name']}, not a VQModel")
+  for key, kind in (("down_block_types", "DownEncoderBlock2D"), ("up_block_types", "UpDecoderBlock2D")):
+    if any(t != kind for t in d.get(key, [kind])):
+      raise WeightsError(f"{where}: {key}={d[key]} is not supported; aMUSEd's VQ uses only {kind}")
+  return dataclass_from_dict(VQConfig, d)
+
+
+TEXT_DEFAULTS = TowerConfig()
+VISION_DEFAULTS = TowerConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12)
+
+
+def clip_config(d: Mapping[str, Any], where: Path) -> CLIPConfig:
+  """A transformers CLIP config.json (CLIPModel, or a text/vision model with projection)."""
+  kind = d.get("model_type")
+  text = lambda sub: dataclasses.replace(TEXT_DEFAULTS, **_known(sub))
+  vision = lambda sub: dataclasses.replace(VISION_DEFAULTS, **_known(sub))
+  if kind == "clip":
+    return CLIPConfig(text=text(d.get("text_config") or {}), vision=vision(d.get("vision_config") or {}),
+                      projection_dim=d.get("projection_dim", 512), with_logit_scale=True)
+  if kind == "clip_text_model":
+    return CLIPConfig(text=text(d), projection_dim=d.get("projection_dim", 512))
+  if kind == "clip_vision_model":
+    return CLIPConfig(vision=vision(d), projection_dim=d.get("projection_dim", 512))
+  raise WeightsError(f"{where}: model_type {kind!r} is not a CLIP model (expected clip, clip_text_model or "
+                     "clip_vision_model)")
+
+
+def _known(d: Mapping[str, Any]) -> dict:
+  names = {f.name for f in dataclasses.fields(TowerConfig)}
+  out = {k: v for k, v in d.items() if k in names}
+  if isinstance(out.get("eos_token_id"), list):
+    out["eos_token_id"] = out["eos_token_id"][0]
+  return out
+
+
+def uvit_config_dict(c: UVitConfig) -> dict:
+  d = {"_class_name": "UVit2DModel", **dataclasses.asdict(c)}
+  if not c.position_embedding_grid:
+    d.pop("position_embedding_grid")
+  return d
+
+
+def vq_config_dict(c: VQConfig) -> dict:
+  n = len(c.block_out_channels)
+  return {"_class_name": "VQModel", **dataclasses.asdict(c), "down_block_types": ["DownEncoderBlock2D"] * n,
+          "up_block_types": ["UpDecoderBlock2D"] * n, "force_upcast": True, "scaling_factor": 0.18215}
+
+
+def clip_config_dict(c: CLIPConfig) -> dict:
+  tower = lambda t: {k: v for k, v in dataclasses.asdict(t).items()}
+  if c.text is not None and c.vision is not None:
+    return {"model_type": "clip", "architectures": ["CLIPModel"], "projection_dim": c.projection_dim,
+            "text_config": {**tower(c.text), "model_type": "clip_text_model"},
+            "vision_config": {**tower(c.vision), "model_type": "clip_vision_model"}}
+  if c.text is not None:
+    return {"model_type": "clip_text_model", "architectures": ["CLIPTextModelWithProjection"],
+            "projection_dim": c.projection_dim, **tower(c.text)}
+  return {"model_type": "clip_vision_model", "architectures": ["CLIPVisionModelWithProjection"],
+          "projection_dim": c.projection_dim, **tower(c.vision)}
+
+
+# ----------------------------------------------------------------------------
+# Components
+# ----------------------------------------------------------------------------
+
+
+def _build_and_load(ctor, folder: Path, stem: str, variant: str | None, param_dtype):
+  """Create a module abstractly, then fill it from the folder's weights (no random init is kept)."""
+  module = nnx.eval_shape(lambda: ctor(nnx.Rngs(0), param_dtype))
+  load_params(module, read_tensors(weight_files(folder, stem, variant)), str(folder))
+  abstract = [p for p, v in nnx.to_flat_state(nnx.state(module)) if isinstance(v[...], jax.ShapeDtypeStruct)]
+  if abstract:
+    raise WeightsError(f"{folder}: state {abstract[0]} was not filled from the checkpoint")
+  return module
+
+
+def load_transformer(folder: Path, variant: str | None = None, param_dtype=jnp.float32) -> UVit2DModel:
+  folder = Path(folder)
+  config = uvit_config(read_json(folder / "config.json"), folder / "config.json")
+  return _build_and_load(lambda r, d: UVit2DModel(config, rngs=r, param_dtype=d), folder, DIFFUSERS_WEIGHTS,
+                         variant, param_dtype)
+
+
+def load_vqvae(folder: Path, variant: str | None = None, param_dtype=jnp.float32) -> VQModel:
+  folder = Path(folder)
+  config = vq_config(read_json(folder / "config.json"), folder / "config.json")
+  return _build_and_load(lambda r, d: VQModel(config, rngs=r, param_dtype=d), folder, DIFFUSERS_WEIGHTS, variant,
+                         param_dtype)
+
+
+def load_clip(folder: Path, variant: str | None = None, param_dtype=jnp.float32) -> CLIPModel:
+  folder = Path(folder)
+  config = clip_config(read_json(folder / "config.json"), folder / "config.json")
+  return _build_and_load(lambda r, d: CLIPModel(config, rngs=r, param_dtype=d), folder, TRANSFORMERS_WEIGHTS,
+                         variant, param_dtype)
+
+
+def save_transformer(model: UVit2DModel, folder: Path, dtype=None) -> None:
+  folder.mkdir(parents=True, exist_ok=True)
+  write_json(uvit_config_dict(model.config), folder / "config.json")
+  write_safetensors(state_dict(model, dtype), folder / f"{DIFFUSERS_WEIGHTS}.safetensors")
+
+
+def save_vqvae(model: VQModel, folder: Path, dtype=None) -> None:
+  folder.mkdir(parents=True, exist_ok=True)
+  write_json(vq_config_dict(model.config), folder / "config.json")
+  write_safetensors(state_dict(model, dtype), folder / f"{DIFFUSERS_WEIGHTS}.safetensors")
+
+
+def save_clip(model: CLIPModel, folder: Path, dtype=None) -> None:
+  folder.mkdir(parents=True, exist_ok=True)
+  write_json(clip_config_dict(model.config), folder / "config.json")
+  write_safetensors(state_dict(model, dtype), folder / f"{TRANSFORMERS_WEIGHTS}.safetensors", {"format": "pt"})

@@ -1,0 +1,33 @@
+"""muse_styledrop: StyleDrop on Muse-family masked image transformers, in JAX/Flax."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="muse_styledrop",
+    version="0.1.0",
+    description="StyleDrop (style tuning of masked generative image transformers) in JAX/Flax NNX",
+    long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["muse_styledrop", "muse_styledrop.*"]),
+    package_data={"muse_styledrop": ["assets/**/*"]},
+    install_requires=[
+        "jax>=0.6",
+        "flax>=0.12",
+        "optax>=0.2",
+        "orbax-checkpoint>=0.11",
+        "ml_collections>=1.0",
+        "absl-py>=2.0",
+        "numpy>=1.26",
+        "pillow>=10.0",
+        "safetensors>=0.4",
+        "transformers>=4.45",
+        "grain>=0.2",
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        # The PyTorch originals, for parity tests and side-by-side benchmarks only.
+        "test": ["pytest>=8", "torch==2.13.0", "diffusers>=0.32", "ruff>=0.6"],
+        "tfds": ["tensorflow-datasets"],
+    },
+)
