@@ -147,7 +147,7 @@ def load_params(module: nnx.Module, tensors: Mapping[str, tuple[jax.Array, Path]
       raise WeightsError(f"{source}: weight {key!r} has shape {tuple(tensors[key][0].shape)} but the config implies "
                          f"{tuple(to_torch_layout(str(path[-1]), jnp.zeros(var.shape)).shape)}; the config.json and "
                          "the weights disagree")
-    var.value = value.astype(var.dtype)
+    var.set_value(value.astype(var.dtype))
   unknown = [k for k in tensors if k not in expected and not k.endswith(IGNORED_SOURCE_KEYS)]
   if unknown:
     raise WeightsError(f"{tensors[unknown[0]][1]}: unknown weight {unknown[0]!r} (and {len(unknown) - 1} more) for "

@@ -1,0 +1,166 @@
+"""A loaded base model: tokenizer, text encoder, masked transformer and VQ tokenizer.
+
+Reads (and writes) an aMUSEd directory in the diffusers layout:
+model_index.json, transformer/, vqvae/, text_encoder/, tokenizer/, scheduler/.
+Prompt embeddings are cached per prompt string, so a prompt is encoded once
+per process however many images or steps use it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from muse_styledrop import weights
+from muse_styledrop.models.clip import CLIPModel
+from muse_styledrop.models.uvit import UVit2DModel
+from muse_styledrop.models.vq import VQModel
+from muse_styledrop.tokenizer import Tokenizer
+
+COMPONENTS = {
+    "transformer": ["diffusers", "UVit2DModel"],
+    "vqvae": ["diffusers", "VQModel"],
+    "text_encoder": ["transformers", "CLIPTextModelWithProjection"],
+    "tokenizer": ["transformers", "CLIPTokenizer"],
+    "scheduler": ["diffusers", "AmusedScheduler"],
+}
+AESTHETIC_SCORE = 6.0  # aMUSEd's default micro-conditioning
+
+
+class ModelDirectoryError(FileNotFoundError):
+  """A base-model directory that is missing or incomplete."""
+
+
+def check_model_dir(path: Path) -> Path:
+  """Fail early, in one line, on a directory that is not a complete aMUSEd-layout model."""
+  path = Path(path).expanduser()
+  hint = ("download an aMUSEd model (e.g. amused/amused-256 in the diffusers layout) once and point "
+          "--base_model / config.base_model at its directory")
+  if not path.is_dir():
+    raise ModelDirectoryError(f"model directory {path} does not exist; {hint}")
+  if not (path / "model_index.json").is_file():
+    raise ModelDirectoryError(f"{path} has no model_index.json, so it is not a diffusers-layout model; {hint}")
+  index = weights.read_json(path / "model_index.json")
+  for name in COMPONENTS:
+    if name not in index:
+      raise ModelDirectoryError(f"{path / 'model_index.json'} lists no {name!r} component; {hint}")
+    if not (path / name).is_dir():
+      raise ModelDirectoryError(f"{path} lacks the {name}/ folder that model_index.json names; the download is "
+                                "incomplete")
+  return path
+
+
+@dataclasses.dataclass
+class Pipeline:
+  """The frozen base model and the host-side helpers around it."""
+
+  transformer: UVit2DModel
+  vqvae: VQModel
+  text_encoder: CLIPModel
+  tokenizer: Tokenizer
+  mask_token_id: int
+  fingerprint: str = ""
+  _prompt_cache: dict = dataclasses.field(default_factory=dict, repr=False)
+
+  @classmethod
+  def from_pretrained(cls, path: str | Path, variant: str | None = None, param_dtype=jnp.float32) -> "Pipeline":
+    path = check_model_dir(Path(path))
+    scheduler = weights.read_json(path / "scheduler" / "scheduler_config.json")
+    transformer = weights.load_transformer(path / "transformer", variant, param_dtype)
+    return cls(
+        transformer=transformer,
+        vqvae=weights.load_vqvae(path / "vqvae", variant, param_dtype),
+        text_encoder=weights.load_clip(path / "text_encoder", variant, param_dtype),
+        tokenizer=Tokenizer(path / "tokenizer"),
+        mask_token_id=int(scheduler.get("mask_token_id", transformer.config.mask_token_id)),
+        fingerprint=fingerprint(path),
+    )
+
+  def save_pretrained(self, path: str | Path, dtype=None, tokenizer_source: Path | None = None) -> None:
+    """Write every component in the diffusers layout (diffusers' AmusedPipeline loads it)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    weights.save_transformer(self.transformer, path / "transformer", dtype)
+    weights.save_vqvae(self.vqvae, path / "vqvae", dtype)
+    weights.save_clip(self.text_encoder, path / "text_encoder", dtype)
+    self.tokenizer.save(path / "tokenizer")
+    (path / "scheduler").mkdir(exist_ok=True)
+    weights.write_json({"_class_name": "AmusedScheduler", "mask_token_id": self.mask_token_id,
+                        "masking_schedule": "cosine"}, path / "scheduler" / "scheduler_config.json")
+    weights.write_json({"_class_name": "AmusedPipeline", **COMPONENTS}, path / "model_index.json")
+
+  # -- text -------------------------------------------------------------------
+
+  def encode_prompts(self, prompts: list[str]) -> tuple[jax.Array, jax.Array]:
+    """(penultimate hidden states text_NTD, projected pooled embeddings pooled_ND), cached per prompt."""
+    missing = [p for p in dict.fromkeys(prompts) if p not in self._prompt_cache]
+    if missing:
+      hidden, pooled = _encode_text(self.text_encoder, jnp.asarray(self.tokenizer(missing)))
+      for i, p in enumerate(missing):
+        self._prompt_cache[p] = (hidden[i], pooled[i])
+    hidden = jnp.stack([self._prompt_cache[p][0] for p in prompts])
+    pooled = jnp.stack([self._prompt_cache[p][1] for p in prompts])
+    return hidden, pooled
+
+  # -- images -----------------------------------------------------------------
+
+  @property
+  def downscale(self) -> int:
+    return self.vqvae.config.downscale
+
+  def micro_conds(self, batch: int, height: int, width: int) -> jax.Array:
+    """aMUSEd's micro-conditioning: (width, height, crop top, crop left, aesthetic score) in pixels."""
+    return jnp.tile(jnp.asarray([[width, height, 0, 0, AESTHETIC_SCORE]], jnp.float32), (batch, 1))
+
+  def encode_images(self, images_BHWC: np.ndarray | jax.Array) -> jax.Array:
+    """Codebook ids of float images in [0, 1]."""
+    return _vq_encode(self.vqvae, jnp.asarray(images_BHWC, jnp.float32))
+
+  def decode_tokens(self, tokens_BHW: jax.Array) -> np.ndarray:
+    """uint8 RGB images of codebook ids."""
+    images = _vq_decode(self.vqvae, tokens_BHW)
+    return np.asarray(jnp.round(jnp.clip(images, 0, 1) * 255)).astype(np.uint8)
+
+
+@nnx.jit
+def _encode_text(encoder: CLIPModel, ids_BT):
+  out, pooled = encoder.encode_text(ids_BT)
+  return out.penultimate_BTD, pooled
+
+
+@nnx.jit
+def _vq_encode(vqvae: VQModel, images):
+  return vqvae.encode(images)
+
+
+@nnx.jit
+def _vq_decode(vqvae: VQModel, tokens):
+  return vqvae.decode(tokens).astype(jnp.float32)
+
+
+def fingerprint(path: Path) -> str:
+  """A short, stable identity of a base model: its transformer's config and a sample of its weight bytes.
+
+  Reads the safetensors header and 64 evenly spaced 4 KiB slices of each
+  weight file: cheap for a multi-GB model, yet different for any two trained
+  models.
+  """
+  h = hashlib.sha256()
+  folder = Path(path) / "transformer"
+  h.update(json.dumps(weights.read_json(folder / "config.json"), sort_keys=True).encode())
+  for f in sorted(folder.glob("*.safetensors")):
+    size = f.stat().st_size
+    with open(f, "rb") as fh:
+      n = int.from_bytes(fh.read(8), "little")
+      h.update(fh.read(n))
+      for i in range(64):
+        fh.seek(8 + n + (size - 8 - n) * i // 64)
+        h.update(fh.read(4096))
+  return h.hexdigest()[:16]

@@ -1,0 +1,87 @@
+"""CLIP tokenizers: load a directory's own files through transformers, or build a small one.
+
+Loading never touches a hub (local_files_only). Building makes a byte-level
+BPE vocabulary in OpenAI CLIP's format (every byte, alone and word-final,
+plus whole-word merges for a given word list), so any text tokenises,
+unknown words and rare tokens like "sks" included; transformers' CLIPTokenizer
+reads the files it writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+  """GPT-2/CLIP's reversible byte -> printable-character table."""
+  keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
+  chars, extra = {}, 0
+  for b in range(256):
+    if b in keep:
+      chars[b] = chr(b)
+    else:
+      chars[b] = chr(256 + extra)
+      extra += 1
+  return chars
+
+
+def build_clip_tokenizer(words: Iterable[str], out_dir: Path, max_length: int = 77) -> None:
+  """Write a CLIP tokenizer whose vocabulary holds every byte and each of `words` as one token."""
+  from transformers import CLIPTokenizer  # noqa: PLC0415 - only the builder needs it at import
+
+  byte_chars = list(_bytes_to_unicode().values())
+  vocab: dict[str, int] = {}
+  for c in byte_chars + [c + "</w>" for c in byte_chars]:
+    vocab.setdefault(c, len(vocab))
+  merges: list[tuple[str, str]] = []
+  for word in sorted({w.lower() for w in words}):
+    symbols = [_bytes_to_unicode()[b] for b in word.encode("utf-8")]
+    symbols[-1] += "</w>"
+    merged = symbols[0]
+    for s in symbols[1:]:
+      pair = (merged, s)
+      merged += s
+      if merged not in vocab:
+        vocab[merged] = len(vocab)
+        merges.append(pair)
+  vocab[BOS] = len(vocab)
+  vocab[EOS] = len(vocab)
+  tok = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
+  out_dir = Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  tok.save_pretrained(out_dir)
+
+
+class Tokenizer:
+  """A directory's CLIP tokenizer, padding/truncating to the model's length as aMUSEd's pipeline does."""
+
+  def __init__(self, folder: Path):
+    from transformers import AutoTokenizer  # noqa: PLC0415 - keeps `import muse_styledrop` light
+
+    folder = Path(folder)
+    if not folder.is_dir():
+      raise FileNotFoundError(f"tokenizer directory {folder} does not exist; the model directory is incomplete")
+    try:
+      self._tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError) as e:
+      raise ValueError(f"cannot load the tokenizer in {folder} ({e}); it needs vocab.json and merges.txt or "
+                       "tokenizer.json") from e
+    self.max_length = int(min(self._tok.model_max_length, 77))
+
+  def __call__(self, texts: list[str]) -> np.ndarray:
+    """Token ids (N, max_length), int32."""
+    ids = self._tok(list(texts), padding="max_length", truncation=True, max_length=self.max_length).input_ids
+    return np.asarray(ids, np.int32)
+
+  def save(self, folder: Path) -> None:
+    """Write the tokenizer's files (transformers' own format) into `folder`."""
+    self._tok.save_pretrained(str(folder))
+
+  @property
+  def vocab_size(self) -> int:
+    return len(self._tok)
