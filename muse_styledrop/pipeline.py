@@ -80,7 +80,7 @@ class Pipeline:
         text_encoder=weights.load_clip(path / "text_encoder", variant, param_dtype),
         tokenizer=Tokenizer(path / "tokenizer"),
         mask_token_id=int(scheduler.get("mask_token_id", transformer.config.mask_token_id)),
-        fingerprint=fingerprint(path),
+        fingerprint=fingerprint(transformer),
     )
 
   def save_pretrained(self, path: str | Path, dtype=None, tokenizer_source: Path | None = None) -> None:
@@ -145,22 +145,16 @@ def _vq_decode(vqvae: VQModel, tokens):
   return vqvae.decode(tokens).astype(jnp.float32)
 
 
-def fingerprint(path: Path) -> str:
-  """A short, stable identity of a base model: its transformer's config and a sample of its weight bytes.
+def fingerprint(transformer: UVit2DModel) -> str:
+  """A short identity of a base transformer: its architecture and a sample of its weight values.
 
-  Reads the safetensors header and 64 evenly spaced 4 KiB slices of each
-  weight file: cheap for a multi-GB model, yet different for any two trained
-  models.
+  Independent of how the files were written (dtype of storage aside from
+  rounding, shard layout, metadata): hashes the config and, for every
+  parameter, its key, shape and up to 256 evenly spaced values in fp32.
   """
-  h = hashlib.sha256()
-  folder = Path(path) / "transformer"
-  h.update(json.dumps(weights.read_json(folder / "config.json"), sort_keys=True).encode())
-  for f in sorted(folder.glob("*.safetensors")):
-    size = f.stat().st_size
-    with open(f, "rb") as fh:
-      n = int.from_bytes(fh.read(8), "little")
-      h.update(fh.read(n))
-      for i in range(64):
-        fh.seek(8 + n + (size - 8 - n) * i // 64)
-        h.update(fh.read(4096))
+  h = hashlib.sha256(json.dumps(dataclasses.asdict(transformer.config), sort_keys=True).encode())
+  for path, var in nnx.to_flat_state(weights.base_params(transformer)):
+    value = np.asarray(var[...], np.float32).ravel()
+    h.update(f"{weights.torch_key(path)}{value.shape}".encode())
+    h.update(value[:: max(1, value.size // 256)].tobytes())
   return h.hexdigest()[:16]
