@@ -1,0 +1,65 @@
+"""Image files: reading any user image into model-ready RGB, writing PNGs and sample grids atomically."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+
+class ImageError(ValueError):
+  """An image file that does not exist or cannot be decoded."""
+
+
+def load_image(path: str | Path, size: int) -> np.ndarray:
+  """An RGB float image in [0, 1], size x size: shorter side resized to `size`, then centre-cropped.
+
+  Any mode (palette, greyscale, alpha over white) and any size; EXIF
+  orientation is applied first.
+  """
+  path = Path(path)
+  if not path.is_file():
+    raise ImageError(f"image {path} does not exist; check the path")
+  try:
+    with Image.open(path) as im:
+      im.load()
+      from PIL import ImageOps  # noqa: PLC0415
+      im = ImageOps.exif_transpose(im)
+      if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        im = Image.new("RGB", rgba.size, (255, 255, 255))
+        im.paste(rgba, mask=rgba.getchannel("A"))
+      im = im.convert("RGB")
+  except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    raise ImageError(f"{path} is not a readable image ({e.__class__.__name__}); use a PNG or JPEG file") from e
+  w, h = im.size
+  scale = size / min(w, h)
+  im = im.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BICUBIC)
+  w, h = im.size
+  left, top = (w - size) // 2, (h - size) // 2
+  im = im.crop((left, top, left + size, top + size))
+  return np.asarray(im, np.float32) / 255.0
+
+
+def save_png(image_HWC: np.ndarray, path: str | Path) -> Path:
+  """Write a uint8 RGB array as PNG, atomically (a killed run leaves no half-written file)."""
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(f".{path.name}.tmp")
+  Image.fromarray(np.asarray(image_HWC, np.uint8)).save(tmp, format="PNG")
+  os.replace(tmp, path)
+  return path
+
+
+def grid(images_NHWC: np.ndarray, columns: int | None = None, pad: int = 2) -> np.ndarray:
+  """Tile images into one picture with a white gutter, `columns` across (default: near-square)."""
+  n, h, w, c = images_NHWC.shape
+  columns = columns or int(np.ceil(np.sqrt(n)))
+  rows = int(np.ceil(n / columns))
+  out = np.full((rows * (h + pad) + pad, columns * (w + pad) + pad, c), 255, np.uint8)
+  for i, image in enumerate(images_NHWC):
+    r, k = divmod(i, columns)
+    out[pad + r * (h + pad): pad + r * (h + pad) + h, pad + k * (w + pad): pad + k * (w + pad) + w] = image
+  return out
