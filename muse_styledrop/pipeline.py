@@ -22,6 +22,7 @@ from muse_styledrop import weights
 from muse_styledrop.models.clip import CLIPModel
 from muse_styledrop.models.uvit import UVit2DModel
 from muse_styledrop.models.vq import VQModel
+from muse_styledrop.sampling import Sampler
 from muse_styledrop.tokenizer import Tokenizer
 
 COMPONENTS = {
@@ -87,6 +88,7 @@ class Pipeline:
     self._encode_text = frozen_jit(_text_fn, self.text_encoder)
     self._vq_encode = frozen_jit(lambda vq, images: vq.encode(images), self.vqvae)
     self._vq_decode = frozen_jit(lambda vq, tokens: vq.decode(tokens).astype(jnp.float32), self.vqvae)
+    self.sampler = Sampler(self.transformer, self.mask_token_id)
 
   @classmethod
   def from_pretrained(cls, path: str | Path, variant: str | None = None, param_dtype=jnp.float32) -> "Pipeline":

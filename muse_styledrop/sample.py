@@ -45,8 +45,7 @@ def run(base_model: str, prompts: list[str], negative_prompt: str, num_images: i
   micro = pipe.micro_conds(len(all_prompts), side, side)
   passes = sampling.classifier_free(text, pooled, neg_text, neg_pooled, micro, guidance_scale)
   start = time.perf_counter()
-  tokens = sampling.generate(pipe.transformer, passes, jax.random.key(seed), grid_hw, num_steps=steps,
-                             mask_id=pipe.mask_token_id, temperature=temperature)
+  tokens = pipe.sampler(passes, jax.random.key(seed), grid_hw, num_steps=steps, temperature=temperature)
   pictures = pipe.decode_tokens(tokens)
   print(f"{len(all_prompts)} image(s), {steps} steps, {time.perf_counter() - start:.1f}s (compile included)")
   paths = [images.save_png(p, out / f"image_{i:03d}.png") for i, p in enumerate(pictures)]

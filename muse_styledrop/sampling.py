@@ -96,7 +96,6 @@ def decode_step(step, tokens_BL, logits_BLV, rng, *, num_steps: int, mask_id: in
   return jnp.where(step == num_steps - 1, pred_BL, remasked)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "num_steps", "mask_id"))
 def _generate(graphdef, state, passes: Passes, tokens_BHW, rng, temperature_range, *, num_steps: int, mask_id: int):
   model = nnx.merge(graphdef, state)
   b, h, w = tokens_BHW.shape
@@ -114,12 +113,24 @@ def _generate(graphdef, state, passes: Passes, tokens_BHW, rng, temperature_rang
   return tokens_BL.reshape(b, h, w)
 
 
-def generate(model: UVit2DModel, passes: Passes, rng: jax.Array, grid_hw: tuple[int, int], *, num_steps: int,
-             mask_id: int, temperature: tuple[float, float] = (2.0, 0.0), init_tokens_BHW: jax.Array | None = None):
-  """Tokens_BHW drawn by `num_steps` of MaskGIT decoding under the guided logits of `passes`."""
-  b = passes.text_PBTD.shape[1]
-  if init_tokens_BHW is None:
-    init_tokens_BHW = jnp.full((b, *grid_hw), mask_id, jnp.int32)
-  graphdef, state = nnx.split(model)
-  return _generate(graphdef, state, passes, init_tokens_BHW.astype(jnp.int32), rng,
-                   jnp.asarray(temperature, jnp.float32), num_steps=num_steps, mask_id=mask_id)
+class Sampler:
+  """MaskGIT decoding for one (frozen) transformer, compiled once per shape.
+
+  The model is split once, here: the graph definition is closed over rather
+  than passed as a static argument, because hashing the graph of a
+  600M-parameter model on every call costs about a second on CPU.
+  """
+
+  def __init__(self, model: UVit2DModel, mask_id: int):
+    self.graphdef, self.state = nnx.split(model)
+    self.mask_id = mask_id
+    self.jitted = jax.jit(functools.partial(_generate, self.graphdef), static_argnames=("num_steps", "mask_id"))
+
+  def __call__(self, passes: Passes, rng: jax.Array, grid_hw: tuple[int, int], *, num_steps: int,
+               temperature: tuple[float, float] = (2.0, 0.0), init_tokens_BHW: jax.Array | None = None):
+    """tokens_BHW drawn by `num_steps` of MaskGIT decoding under the guided logits of `passes`."""
+    b = passes.text_PBTD.shape[1]
+    if init_tokens_BHW is None:
+      init_tokens_BHW = jnp.full((b, *grid_hw), self.mask_id, jnp.int32)
+    return self.jitted(self.state, passes, init_tokens_BHW.astype(jnp.int32), rng,
+                       jnp.asarray(temperature, jnp.float32), num_steps=num_steps, mask_id=self.mask_id)

@@ -73,19 +73,17 @@ def test_generate_traces_once_and_fills_every_token(amused_dir):
   pipe = Pipeline.from_pretrained(amused_dir)
   text, pooled, micro = prompts(pipe, ["a red cat", "a house"])
   neg_text, neg_pooled, _ = prompts(pipe, ["", ""])
-  sampling._generate.clear_cache()
   outs = []
   for seed, scale in [(0, 2.0), (1, 5.0), (2, 0.5)]:
     passes = sampling.classifier_free(text, pooled, neg_text, neg_pooled, micro, scale=scale)
-    outs.append(sampling.generate(pipe.transformer, passes, jax.random.key(seed), (4, 4), num_steps=6,
-                                  mask_id=pipe.mask_token_id, temperature=(4.5, 0.0)))
-  assert sampling._generate._cache_size() == 1  # seeds and guidance scales do not recompile
+    outs.append(pipe.sampler(passes, jax.random.key(seed), (4, 4), num_steps=6, temperature=(4.5, 0.0)))
+  assert pipe.sampler.jitted._cache_size() == 1  # seeds and guidance scales do not recompile
   for tokens in outs:
     assert tokens.shape == (2, 4, 4)
     assert ((tokens >= 0) & (tokens < pipe.transformer.config.codebook_size)).all()
   assert not np.array_equal(outs[0], outs[1])
-  same = sampling.generate(pipe.transformer, sampling.classifier_free(text, pooled, neg_text, neg_pooled, micro, 2.0),
-                           jax.random.key(0), (4, 4), num_steps=6, mask_id=pipe.mask_token_id, temperature=(4.5, 0.0))
+  same = pipe.sampler(sampling.classifier_free(text, pooled, neg_text, neg_pooled, micro, 2.0), jax.random.key(0),
+                      (4, 4), num_steps=6, temperature=(4.5, 0.0))
   np.testing.assert_array_equal(same, outs[0])  # a seed reproduces its image
 
 
@@ -93,6 +91,6 @@ def test_known_tokens_survive_generation(amused_dir):
   pipe = Pipeline.from_pretrained(amused_dir)
   text, pooled, micro = prompts(pipe, ["a red cat"])
   init = jnp.full((1, 4, 4), pipe.mask_token_id).at[0, 0, 0].set(7).at[0, 2, 3].set(11)
-  tokens = sampling.generate(pipe.transformer, sampling.unguided(text, pooled, micro), jax.random.key(0), (4, 4),
-                             num_steps=4, mask_id=pipe.mask_token_id, init_tokens_BHW=init)
+  tokens = pipe.sampler(sampling.unguided(text, pooled, micro), jax.random.key(0), (4, 4), num_steps=4,
+                        init_tokens_BHW=init)
   assert tokens[0, 0, 0] == 7 and tokens[0, 2, 3] == 11

@@ -1,0 +1,44 @@
+"""The sample and parity commands as a user runs them."""
+
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+
+def run(*args, cwd=None):
+  return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def test_sample_writes_pngs_and_a_grid(amused_dir, tmp_path):
+  out = tmp_path / "samples"
+  result = run("muse_styledrop.sample", f"--base_model={amused_dir}", "--prompt=a red cat", "--prompt=a house",
+               "--num_images=2", "--steps=4", f"--out={out}")
+  assert result.returncode == 0, result.stderr
+  names = sorted(p.name for p in out.iterdir())
+  assert names == ["grid.png", "image_000.png", "image_001.png", "image_002.png", "image_003.png"]
+  image = np.asarray(Image.open(out / "image_000.png"))
+  assert image.shape == (16, 16, 3) and image.std() > 0  # 4x4 tokens, 4x VQ downscale
+  assert Image.open(out / "grid.png").size == (2 + 2 * 18, 2 + 2 * 18)
+
+
+def test_sample_with_a_missing_model_is_one_line_and_nonzero(tmp_path):
+  result = run("muse_styledrop.sample", f"--base_model={tmp_path / 'nowhere'}", f"--out={tmp_path / 'o'}")
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1].startswith("error: model directory")
+  assert "Traceback" not in result.stderr
+  assert not (tmp_path / "o").exists()
+
+
+def test_parity_command_passes_on_a_model_directory(amused_dir):
+  result = run("muse_styledrop.parity", f"--reference={amused_dir}")
+  assert result.returncode == 0, result.stderr
+  for component in ("text encoder text_embeds", "VQ encode token ids", "VQ decode", "transformer logits"):
+    assert component in result.stdout
+
+
+def test_parity_command_fails_past_tolerance(amused_dir):
+  result = run("muse_styledrop.parity", f"--reference={amused_dir}", "--rtol=0")
+  assert result.returncode == 1
+  assert "FAIL" in result.stdout
