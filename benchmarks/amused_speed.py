@@ -36,7 +36,8 @@ from muse_styledrop.tokenizer import Tokenizer, build_clip_tokenizer
 
 
 def torch_components():
-  from diffusers import UVit2DModel as TorchUVit, VQModel as TorchVQ
+  from diffusers import UVit2DModel as TorchUVit
+  from diffusers import VQModel as TorchVQ
   from transformers import CLIPTextConfig, CLIPTextModelWithProjection
   torch.manual_seed(0)
   uvit_kwargs = {k: v for k, v in dataclasses.asdict(presets.AMUSED_256_TRANSFORMER).items()
@@ -144,8 +145,8 @@ def main():
     torch_sample(0)
     s_ours, s_torch = [], []
     for i in range(args.sample_repeats):
-      s_ours.append(median_time(lambda: ours_sample(i + 1), 1)[0])
-      s_torch.append(median_time(lambda: torch_sample(i + 1), 1)[0])
+      s_ours.append(median_time(lambda i=i: ours_sample(i + 1), 1)[0])
+      s_torch.append(median_time(lambda i=i: torch_sample(i + 1), 1)[0])
   smp = {"ours_s": statistics.median(s_ours), "diffusers_s": statistics.median(s_torch),
          "ours_first_call_s": first_call, "ours_all": s_ours, "diffusers_all": s_torch}
 

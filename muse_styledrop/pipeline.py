@@ -91,7 +91,7 @@ class Pipeline:
     self.sampler = Sampler(self.transformer, self.mask_token_id)
 
   @classmethod
-  def from_pretrained(cls, path: str | Path, variant: str | None = None, param_dtype=jnp.float32) -> "Pipeline":
+  def from_pretrained(cls, path: str | Path, variant: str | None = None, param_dtype=jnp.float32) -> Pipeline:
     path = check_model_dir(Path(path))
     scheduler = weights.read_json(path / "scheduler" / "scheduler_config.json")
     transformer = weights.load_transformer(path / "transformer", variant, param_dtype)

@@ -8,12 +8,10 @@ Writes image_000.png, ... and, for several images, grid.png into --out.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import jax
-import numpy as np
 from absl import app, flags
 
 from muse_styledrop import images, sampling

@@ -48,7 +48,8 @@ def vqvae(**overrides):
 
 def clip_text_config(**overrides):
   from transformers import CLIPTextConfig
-  return CLIPTextConfig(**{**dict(vocab_size=len(WORDS) + 600, bos_token_id=0, eos_token_id=2, pad_token_id=1, hidden_size=16, intermediate_size=37,
+  return CLIPTextConfig(**{**dict(vocab_size=len(WORDS) + 600, bos_token_id=0, eos_token_id=2, pad_token_id=1,
+                                  hidden_size=16, intermediate_size=37,
                                   num_hidden_layers=3, num_attention_heads=4, max_position_embeddings=16,
                                   projection_dim=16, hidden_act="quick_gelu"), **overrides})
 

@@ -3,9 +3,9 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import reference
 import torch
 
-import reference
 from muse_styledrop import weights
 
 

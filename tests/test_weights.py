@@ -6,9 +6,9 @@ import shutil
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import reference
 import torch
 
-import reference
 from muse_styledrop import weights
 from muse_styledrop.pipeline import ModelDirectoryError, Pipeline, check_model_dir
 

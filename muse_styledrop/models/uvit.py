@@ -13,8 +13,16 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from muse_styledrop.models.layers import (AdaLayerNormContinuous, Attention, FeedForward, conv, gelu, linear,
-                                          rms_norm, sinusoidal_embedding)
+from muse_styledrop.models.layers import (
+  AdaLayerNormContinuous,
+  Attention,
+  FeedForward,
+  conv,
+  gelu,
+  linear,
+  rms_norm,
+  sinusoidal_embedding,
+)
 
 
 @dataclasses.dataclass(frozen=True)
