@@ -95,10 +95,16 @@ class Attention(nnx.Module):
     self.to_v = linear(context_dim, inner, bias=bias, **kw)
     self.to_out = nnx.List([linear(inner, dim, bias=out_bias, **kw)])
 
-  def __call__(self, x_BLD: jax.Array, context_BTD: jax.Array | None = None) -> jax.Array:
+  def __call__(self, x_BLD: jax.Array, context_BTD: jax.Array | None = None, lora=None, adapter_ids_B=None):
+    """Attention output; `lora` (a LoRASite) adds low-rank q/k/v deltas for the examples it selects."""
     context_BTD = x_BLD if context_BTD is None else context_BTD
+    q, k, v = self.to_q(x_BLD), self.to_k(context_BTD), self.to_v(context_BTD)
+    if lora is not None:
+      q = q + lora("q", x_BLD, adapter_ids_B)
+      k = k + lora("k", context_BTD, adapter_ids_B)
+      v = v + lora("v", context_BTD, adapter_ids_B)
     split = lambda t: t.reshape(*t.shape[:-1], self.heads, self.head_dim)
-    q, k, v = split(self.to_q(x_BLD)), split(self.to_k(context_BTD)), split(self.to_v(context_BTD))
+    q, k, v = split(q), split(k), split(v)
     out_BLNH = jax.nn.dot_product_attention(q, k, v)
     return self.to_out[0](out_BLNH.reshape(*x_BLD.shape[:-1], -1))
 

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from muse_styledrop.models.adapters import AdapterConfig, BottleneckAdapters, LoRAAdapters
 from muse_styledrop.models.layers import (
   AdaLayerNormContinuous,
   Attention,
@@ -124,11 +125,11 @@ class SkipFFTransformerBlock(nnx.Module):
     self.norm2 = rms_norm(channels, 1e-6, rngs=rngs, param_dtype=param_dtype)
     self.attn2 = Attention(channels, heads, channels // heads, context_dim=channels, bias=bias, out_bias=bias, **kw)
 
-  def __call__(self, x_BLC, text_BTD):
+  def __call__(self, x_BLC, text_BTD, lora1=None, lora2=None, adapter_ids_B=None):
     if self.kv_mapper is not None:
       text_BTD = self.kv_mapper(jax.nn.silu(text_BTD))
-    x_BLC = x_BLC + self.attn1(self.norm1(x_BLC).astype(x_BLC.dtype), text_BTD)
-    return x_BLC + self.attn2(self.norm2(x_BLC).astype(x_BLC.dtype), text_BTD)
+    x_BLC = x_BLC + self.attn1(self.norm1(x_BLC).astype(x_BLC.dtype), text_BTD, lora1, adapter_ids_B)
+    return x_BLC + self.attn2(self.norm2(x_BLC).astype(x_BLC.dtype), text_BTD, lora2, adapter_ids_B)
 
 
 class Downsample(nnx.Module):
@@ -186,13 +187,15 @@ class UVitBlock(nnx.Module):
                                       for _ in range(num_res_blocks)])
     self.upsample = (Upsample(channels, **norm_kw, rngs=rngs, param_dtype=param_dtype) if upsample else None)
 
-  def __call__(self, x_BHWC, cond_BD, text_BTD):
+  def __call__(self, x_BHWC, cond_BD, text_BTD, lora=None, adapter_ids_B=None):
+    """`lora(i, j)`, when given, is the LoRA site of attention j (1 or 2) of attention block i."""
     if self.downsample is not None:
       x_BHWC = self.downsample(x_BHWC)
     b, h, w, c = x_BHWC.shape
-    for res_block, attention_block in zip(self.res_blocks, self.attention_blocks):
+    for i, (res_block, attention_block) in enumerate(zip(self.res_blocks, self.attention_blocks)):
       x_BHWC = res_block(x_BHWC, cond_BD)
-      x_BHWC = attention_block(x_BHWC.reshape(b, h * w, c), text_BTD).reshape(b, h, w, c)
+      sites = (lora(i, 1), lora(i, 2)) if lora is not None else (None, None)
+      x_BHWC = attention_block(x_BHWC.reshape(b, h * w, c), text_BTD, *sites, adapter_ids_B).reshape(b, h, w, c)
     if self.upsample is not None:
       x_BHWC = self.upsample(x_BHWC)
     return x_BHWC
@@ -218,18 +221,17 @@ class TransformerLayer(nnx.Module):
     self.attn2 = Attention(dim, heads, dim // heads, context_dim=dim, bias=bias, out_bias=bias, **kw)
     self.norm3 = AdaLayerNormContinuous(dim, dim, kind="layer_norm", **ada)
     self.ff = FeedForward(dim, ff_inner, bias=bias, dropout=dropout, **kw)
-    self.attn2_adapter = nnx.data(None)
-    self.ff_adapter = nnx.data(None)
 
-  def __call__(self, x_BLD, text_BTD, cond_BD, adapter_ids_B=None):
-    x_BLD = x_BLD + self.attn1(self.norm1(x_BLD, cond_BD))
-    out_BLD = self.attn2(self.norm2(x_BLD, cond_BD), text_BTD)
-    if self.attn2_adapter is not None:
-      out_BLD = self.attn2_adapter(out_BLD, adapter_ids_B)
+  def __call__(self, x_BLD, text_BTD, cond_BD, adapter_ids_B=None, sites=None, lora=None):
+    sites, lora = sites or {}, lora or (lambda name: None)
+    x_BLD = x_BLD + self.attn1(self.norm1(x_BLD, cond_BD), None, lora("attn1"), adapter_ids_B)
+    out_BLD = self.attn2(self.norm2(x_BLD, cond_BD), text_BTD, lora("attn2"), adapter_ids_B)
+    if "attn2" in sites:
+      out_BLD = sites["attn2"](out_BLD, adapter_ids_B)
     x_BLD = x_BLD + out_BLD
     out_BLD = self.ff(self.norm3(x_BLD, cond_BD))
-    if self.ff_adapter is not None:
-      out_BLD = self.ff_adapter(out_BLD, adapter_ids_B)
+    if "ff" in sites:
+      out_BLD = sites["ff"](out_BLD, adapter_ids_B)
     return x_BLD + out_BLD
 
 
@@ -292,6 +294,21 @@ class UVit2DModel(nnx.Module):
                               upsample=c.upsample, **block_kw)
     self.mlm_layer = ConvMlmLayer(c.block_out_channels, c.in_channels, c.codebook_size, **norm_kw, bias=c.use_bias,
                                   **kw)
+    self.adapters = nnx.data(None)
+
+  def attach_adapters(self, config: AdapterConfig, rngs: nnx.Rngs) -> None:
+    """Add a fresh bank of adapters (AdapterParams); the model's output is unchanged until they train."""
+    c = self.config
+    if config.kind == "bottleneck":
+      self.adapters = BottleneckAdapters(config, c.num_hidden_layers, c.hidden_size, rngs=rngs)
+    else:
+      targets = {f"transformer_layers.{i}.attn{j}": (c.hidden_size, c.hidden_size, c.hidden_size)
+                 for i in range(c.num_hidden_layers) for j in (1, 2)}
+      for block in ("down_block", "up_block"):
+        for i in range(c.num_res_blocks):
+          for j in (1, 2):
+            targets[f"{block}.attention_blocks.{i}.attn{j}"] = (c.block_out_channels,) * 3
+      self.adapters = LoRAAdapters(config, targets, rngs=rngs)
 
   def condition(self, pooled_BD, micro_conds_BM):
     """The vector that drives every adaptive norm: pooled text + sinusoidal micro-conditions."""
@@ -304,13 +321,18 @@ class UVit2DModel(nnx.Module):
     """Logits over the codebook for every token position, logits_BHWV."""
     text_BTD = self.encoder_proj_layer_norm(self.encoder_proj(text_BTD)).astype(text_BTD.dtype)
     cond_BD = self.condition(pooled_BD, micro_conds_BM)
-    x_BHWC = self.down_block(self.embed(tokens_BHW), cond_BD, text_BTD)
+    bottleneck = isinstance(self.adapters, BottleneckAdapters) and adapter_ids_B is not None
+    lora = self.adapters.site if isinstance(self.adapters, LoRAAdapters) and adapter_ids_B is not None else None
+    block_lora = lambda block: None if lora is None else (lambda i, j: lora(f"{block}.attention_blocks.{i}.attn{j}"))
+    layer_lora = lambda i: None if lora is None else (lambda name: lora(f"transformer_layers.{i}.{name}"))
+    x_BHWC = self.down_block(self.embed(tokens_BHW), cond_BD, text_BTD, block_lora("down_block"), adapter_ids_B)
     b, h, w, c = x_BHWC.shape
     x_BLD = self.project_to_hidden(self.project_to_hidden_norm(x_BHWC.reshape(b, h * w, c)).astype(x_BHWC.dtype))
     if self.position_embedding is not None:
       x_BLD = x_BLD + self.position_embedding[...].astype(x_BLD.dtype)
-    for layer in self.transformer_layers:
-      x_BLD = layer(x_BLD, text_BTD, cond_BD, adapter_ids_B)
+    for i, layer in enumerate(self.transformer_layers):
+      sites = self.adapters.sites(i) if bottleneck else None
+      x_BLD = layer(x_BLD, text_BTD, cond_BD, adapter_ids_B, sites, layer_lora(i))
     x_BLD = self.project_from_hidden(self.project_from_hidden_norm(x_BLD).astype(x_BLD.dtype))
-    x_BHWC = self.up_block(x_BLD.reshape(b, h, w, c), cond_BD, text_BTD)
+    x_BHWC = self.up_block(x_BLD.reshape(b, h, w, c), cond_BD, text_BTD, block_lora("up_block"), adapter_ids_B)
     return self.mlm_layer(x_BHWC)

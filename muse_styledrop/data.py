@@ -1,0 +1,124 @@
+"""Style sets: the few images of one style, each with its own content text, and the style phrase.
+
+A training prompt is the image's content followed by the style phrase
+("A house" + "in watercolor painting style"): that separation is what lets
+content and style come apart (PAPER.md section 3).
+
+Images of any size and mode become RGB squares at the model's resolution:
+the shorter side is resized to the resolution (bicubic), then the centre is
+cropped (images.load_image). Augmentation, when on, adds a horizontal flip
+and random crops (80-100% of the side) of every image; all versions are
+tokenised once, up front, and stay on device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from muse_styledrop.images import ImageError, load_image
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+CAPTION_FILES = ("captions.txt", "captions.tsv")
+
+
+class StyleSetError(ValueError):
+  """A style set that cannot be built from what the user gave."""
+
+
+def join_prompt(content: str, style: str) -> str:
+  """'A cat' + 'in watercolor painting style' -> 'A cat in watercolor painting style'."""
+  return " ".join(part.strip() for part in (content, style) if part and part.strip())
+
+
+@dataclasses.dataclass
+class StyleSet:
+  paths: list[Path]
+  contents: list[str]
+  style_phrase: str
+
+  @property
+  def prompts(self) -> list[str]:
+    return [join_prompt(c, self.style_phrase) for c in self.contents]
+
+
+def _read_captions(folder: Path) -> dict[str, str] | None:
+  for name in CAPTION_FILES:
+    path = folder / name
+    if path.is_file():
+      captions = {}
+      for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+          continue
+        if "\t" not in line:
+          raise StyleSetError(f"{path}:{n}: expected 'file name<TAB>content text', got {line!r}")
+        file, text = line.split("\t", 1)
+        captions[file.strip()] = text.strip()
+      return captions
+  return None
+
+
+def resolve_style_set(style_images: str | list[str], content_prompts: str | list[str],
+                      style_descriptor: str) -> StyleSet:
+  """Paths and content texts from config values: a path, a comma-separated list, or a folder (+ captions)."""
+  items = style_images if isinstance(style_images, (list, tuple)) else [s for s in str(style_images).split(",")]
+  items = [s.strip() for s in items if s and s.strip()]
+  if not items:
+    raise StyleSetError("the style set is empty; set --config.style_images to an image, a comma-separated list "
+                        "of images, or a folder of images")
+  paths, captions = [], {}
+  for item in items:
+    p = Path(item).expanduser()
+    if p.is_dir():
+      found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+      if not found:
+        raise StyleSetError(f"folder {p} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+      paths += found
+      captions.update({str(p / k): v for k, v in (_read_captions(p) or {}).items()})
+    elif p.exists():
+      paths.append(p)
+    else:
+      raise ImageError(f"style image {p} does not exist; check --config.style_images")
+  if isinstance(content_prompts, str):
+    given = [c.strip() for c in content_prompts.split("|")] if content_prompts.strip() else []
+  else:
+    given = [c.strip() for c in content_prompts]
+  if given:
+    if len(given) != len(paths):
+      raise StyleSetError(f"{len(given)} content prompt(s) for {len(paths)} style image(s); give one per image, "
+                          "separated by '|', in the order of the images")
+    contents = given
+  else:
+    missing = [p for p in paths if str(p) not in captions]
+    if missing:
+      raise StyleSetError(f"style image {missing[0]} has no content text; set --config.content_prompts "
+                          "('a house|a cat', one per image) or put a captions.txt (file<TAB>text) in its folder")
+    contents = [captions[str(p)] for p in paths]
+  if not style_descriptor.strip():
+    raise StyleSetError("the style phrase is empty; set --config.style_descriptor (e.g. 'in watercolor painting "
+                        "style', or a rare token such as 'in sks style')")
+  return StyleSet(paths, contents, style_descriptor.strip())
+
+
+def augmented_images(style: StyleSet, resolution: int, augment: bool, crops: int, seed: int):
+  """(images_NHWC in [0, 1], image index per version): each image, its flip, and random crops."""
+  rng = np.random.default_rng(seed)
+  out, index = [], []
+  for i, path in enumerate(style.paths):
+    base = load_image(path, resolution)
+    versions = [base]
+    if augment:
+      versions.append(base[:, ::-1])
+      big = load_image(path, int(resolution * 1.25))
+      for _ in range(crops):
+        side = int(rng.integers(int(0.8 * big.shape[0]), big.shape[0] + 1))
+        top, left = rng.integers(0, big.shape[0] - side + 1, size=2)
+        crop = (big[top:top + side, left:left + side] * 255).astype(np.uint8)
+        versions.append(np.asarray(Image.fromarray(crop).resize((resolution, resolution), Image.Resampling.BICUBIC),
+                                   np.float32) / 255.0)
+    out += versions
+    index += [i] * len(versions)
+  return np.stack(out).astype(np.float32), np.asarray(index, np.int32)
