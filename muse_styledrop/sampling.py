@@ -50,6 +50,22 @@ def classifier_free(text_BTD, pooled_BD, neg_text_BTD, neg_pooled_BD, micro_cond
   )
 
 
+def styledrop(text_BTD, pooled_BD, neg_text_BTD, neg_pooled_BD, micro_conds_BM, lambda_a: float, lambda_b: float,
+              adapter_id: int = 0) -> Passes:
+  """Three passes: l = A(t) + lambda_a (A(t) - G(t)) + lambda_b (G(t) - G(n)) (PAPER.md section 4).
+
+  A is the model with adapter `adapter_id` of the bank, G without any.
+  """
+  b = text_BTD.shape[0]
+  return Passes(
+      text_PBTD=jnp.stack([text_BTD, text_BTD, neg_text_BTD]),
+      pooled_PBD=jnp.stack([pooled_BD, pooled_BD, neg_pooled_BD]),
+      micro_conds_PBM=jnp.stack([micro_conds_BM] * 3),
+      weights_P=jnp.asarray([1.0 + lambda_a, lambda_b - lambda_a, -lambda_b], jnp.float32),
+      adapter_ids_PB=jnp.asarray([[adapter_id] * b, [-1] * b, [-1] * b], jnp.int32),
+  )
+
+
 def unguided(text_BTD, pooled_BD, micro_conds_BM) -> Passes:
   return Passes(text_BTD[None], pooled_BD[None], micro_conds_BM[None], jnp.ones((1,), jnp.float32))
 
@@ -127,10 +143,15 @@ class Sampler:
     self.jitted = jax.jit(functools.partial(_generate, self.graphdef), static_argnames=("num_steps", "mask_id"))
 
   def __call__(self, passes: Passes, rng: jax.Array, grid_hw: tuple[int, int], *, num_steps: int,
-               temperature: tuple[float, float] = (2.0, 0.0), init_tokens_BHW: jax.Array | None = None):
-    """tokens_BHW drawn by `num_steps` of MaskGIT decoding under the guided logits of `passes`."""
+               temperature: tuple[float, float] = (2.0, 0.0), init_tokens_BHW: jax.Array | None = None,
+               state: nnx.State | None = None):
+    """tokens_BHW drawn by `num_steps` of MaskGIT decoding under the guided logits of `passes`.
+
+    `state` replaces the model's weights captured at construction (a model in
+    training passes its current state).
+    """
     b = passes.text_PBTD.shape[1]
     if init_tokens_BHW is None:
       init_tokens_BHW = jnp.full((b, *grid_hw), self.mask_id, jnp.int32)
-    return self.jitted(self.state, passes, init_tokens_BHW.astype(jnp.int32), rng,
+    return self.jitted(self.state if state is None else state, passes, init_tokens_BHW.astype(jnp.int32), rng,
                        jnp.asarray(temperature, jnp.float32), num_steps=num_steps, mask_id=self.mask_id)

@@ -308,3 +308,35 @@ def save_clip(model: CLIPModel, folder: Path, dtype=None) -> None:
   folder.mkdir(parents=True, exist_ok=True)
   write_json(clip_config_dict(model.config), folder / "config.json")
   write_safetensors(state_dict(model, dtype), folder / f"{TRANSFORMERS_WEIGHTS}.safetensors", {"format": "pt"})
+
+
+# ----------------------------------------------------------------------------
+# Adapter files: adapter.safetensors + adapter.json
+# ----------------------------------------------------------------------------
+
+ADAPTER_FORMAT = "muse_styledrop.adapter/1"
+
+
+def write_adapter(state: nnx.State, meta: dict, path: Path) -> tuple[Path, Path]:
+  """Export adapter weights (only AdapterParams) and their metadata, atomically, as path(.safetensors, .json)."""
+  path = Path(path)
+  tensors = {".".join(str(p) for p in key): var[...] for key, var in nnx.to_flat_state(state)}
+  st, js = path.with_suffix(".safetensors"), path.with_suffix(".json")
+  write_safetensors(tensors, st, {"format": ADAPTER_FORMAT})
+  write_json({"format": ADAPTER_FORMAT, **meta}, js)
+  return st, js
+
+
+def read_adapter(path: Path) -> tuple[dict[str, jax.Array], dict]:
+  """(tensors by dotted path, metadata) of an exported adapter; `path` may name either file or a workdir."""
+  path = Path(path).expanduser()
+  if path.is_dir():
+    path = path / "adapter.safetensors"
+  st, js = path.with_suffix(".safetensors"), path.with_suffix(".json")
+  if not st.is_file() or not js.is_file():
+    raise WeightsError(f"no adapter at {path}: expected {st.name} and {js.name} side by side (a finished training "
+                       "workdir has both)")
+  meta = read_json(js)
+  if meta.get("format") != ADAPTER_FORMAT:
+    raise WeightsError(f"{js} is not a muse_styledrop adapter (format {meta.get('format')!r})")
+  return {k: v for k, (v, _) in read_tensors([st]).items()}, meta
