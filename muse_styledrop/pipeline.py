@@ -117,6 +117,30 @@ class Pipeline:
                         "masking_schedule": "cosine"}, path / "scheduler" / "scheduler_config.json")
     weights.write_json({"_class_name": "AmusedPipeline", **COMPONENTS}, path / "model_index.json")
 
+  # -- adapters ---------------------------------------------------------------
+
+  def load_adapter(self, path: str | Path) -> dict:
+    """Attach an exported adapter (a file or a finished workdir) as bank entry 0; return its metadata.
+
+    Refuses an adapter trained on another base model (fingerprints differ).
+    """
+    from muse_styledrop.models.adapters import AdapterConfig, AdapterParam  # noqa: PLC0415
+
+    tensors, meta = weights.read_adapter(Path(path))
+    if meta.get("base_fingerprint") != self.fingerprint:
+      raise weights.WeightsError(
+          f"adapter {path} was trained on another base model (fingerprint {meta.get('base_fingerprint')}, this "
+          f"base is {self.fingerprint}); load the base it was trained on, or train a new adapter on this one")
+    self.transformer.attach_adapters(AdapterConfig(**meta["adapter"]), nnx.Rngs(0))
+    for key, var in nnx.to_flat_state(nnx.state(self.transformer, AdapterParam)):
+      name = ".".join(str(k) for k in key)
+      if name not in tensors or tuple(tensors[name].shape) != tuple(var.shape):
+        raise weights.WeightsError(f"adapter {path}: weight {name!r} is missing or has the wrong shape for its "
+                                   "own adapter config; the file is damaged")
+      var.set_value(jnp.asarray(tensors[name], var.dtype))
+    self.sampler = Sampler(self.transformer, self.mask_token_id)
+    return meta
+
   # -- text -------------------------------------------------------------------
 
   def encode_prompts(self, prompts: list[str]) -> tuple[jax.Array, jax.Array]:

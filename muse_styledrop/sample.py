@@ -28,11 +28,17 @@ flags.DEFINE_float("guidance_scale", 9.0, "s in l = c + s (c - u); diffusers' aM
 flags.DEFINE_list("temperature", ["2.0", "0.0"], "Confidence temperature start,end (linear annealing).")
 flags.DEFINE_integer("resolution", 0, "Image side in pixels; 0 = the model's native size.")
 flags.DEFINE_string("out", "runs/samples", "Output directory.")
+flags.DEFINE_string("adapter", "", "An exported adapter (adapter.safetensors) or a finished training workdir.")
+flags.DEFINE_float("lambda_a", 1.0, "StyleDrop adapter guidance: A(t) + lambda_a (A(t) - G(t)) + ...")
+flags.DEFINE_float("lambda_b", 5.0, "StyleDrop text guidance: ... + lambda_b (G(t) - G(n)); with an adapter only.")
 
 
 def run(base_model: str, prompts: list[str], negative_prompt: str, num_images: int, seed: int, steps: int,
-        guidance_scale: float, temperature: tuple[float, float], resolution: int, out: Path) -> list[Path]:
+        guidance_scale: float, temperature: tuple[float, float], resolution: int, out: Path, adapter: str = "",
+        lambda_a: float = 1.0, lambda_b: float = 5.0) -> list[Path]:
   pipe = Pipeline.from_pretrained(resolve_base_model(base_model))
+  if adapter:
+    pipe.load_adapter(adapter)
   side = resolution or pipe.transformer.config.sample_size * pipe.downscale
   if side % pipe.downscale:
     raise ValueError(f"--resolution={side} is not a multiple of the tokenizer's downscale {pipe.downscale}")
@@ -41,7 +47,10 @@ def run(base_model: str, prompts: list[str], negative_prompt: str, num_images: i
   text, pooled = pipe.encode_prompts(all_prompts)
   neg_text, neg_pooled = pipe.encode_prompts([negative_prompt] * len(all_prompts))
   micro = pipe.micro_conds(len(all_prompts), side, side)
-  passes = sampling.classifier_free(text, pooled, neg_text, neg_pooled, micro, guidance_scale)
+  if adapter:
+    passes = sampling.styledrop(text, pooled, neg_text, neg_pooled, micro, lambda_a, lambda_b)
+  else:
+    passes = sampling.classifier_free(text, pooled, neg_text, neg_pooled, micro, guidance_scale)
   start = time.perf_counter()
   tokens = pipe.sampler(passes, jax.random.key(seed), grid_hw, num_steps=steps, temperature=temperature)
   pictures = pipe.decode_tokens(tokens)
@@ -59,7 +68,8 @@ def main(argv):
   if len(temperature) != 2:
     raise app.UsageError("--temperature takes two numbers: start,end")
   paths = run(FLAGS.base_model, FLAGS.prompt, FLAGS.negative_prompt, FLAGS.num_images, FLAGS.seed, FLAGS.steps,
-              FLAGS.guidance_scale, temperature, FLAGS.resolution, Path(FLAGS.out))
+              FLAGS.guidance_scale, temperature, FLAGS.resolution, Path(FLAGS.out), FLAGS.adapter, FLAGS.lambda_a,
+              FLAGS.lambda_b)
   print("wrote", ", ".join(str(p) for p in paths))
 
 

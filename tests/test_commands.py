@@ -42,3 +42,25 @@ def test_parity_command_fails_past_tolerance(amused_dir):
   result = run("muse_styledrop.parity", f"--reference={amused_dir}", "--rtol=0")
   assert result.returncode == 1
   assert "FAIL" in result.stdout
+
+
+def test_adapter_for_another_base_is_refused(amused_dir, tmp_path):
+  import reference
+  from flax import nnx
+
+  from muse_styledrop import weights
+  from muse_styledrop.models.adapters import AdapterConfig, AdapterParam
+  from muse_styledrop.pipeline import Pipeline
+  pipe = Pipeline.from_pretrained(amused_dir)
+  pipe.transformer.attach_adapters(AdapterConfig(), nnx.Rngs(0))
+  weights.write_adapter(nnx.state(pipe.transformer, AdapterParam),
+                        {"base_fingerprint": pipe.fingerprint, "adapter": {"hidden": 4}}, tmp_path / "adapter")
+  other = reference.amused_dir(tmp_path / "other", uvit_overrides={"num_hidden_layers": 3})
+  ok = run("muse_styledrop.sample", f"--base_model={amused_dir}", f"--adapter={tmp_path / 'adapter.safetensors'}",
+           "--steps=2", f"--out={tmp_path / 'ok'}")
+  assert ok.returncode == 0, ok.stderr
+  bad = run("muse_styledrop.sample", f"--base_model={other}", f"--adapter={tmp_path / 'adapter.safetensors'}",
+            "--steps=2", f"--out={tmp_path / 'bad'}")
+  assert bad.returncode == 2
+  assert "trained on another base model" in bad.stderr.strip().splitlines()[-1]
+  assert not (tmp_path / "bad").exists()

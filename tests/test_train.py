@@ -1,0 +1,223 @@
+"""Round-1 training: invariants, guidance batching, sharding, resume, export, and user errors."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from PIL import Image
+
+from muse_styledrop import sampling, train, weights
+from muse_styledrop.models.adapters import AdapterConfig, AdapterParam
+from muse_styledrop.pipeline import Pipeline
+
+CONFIG = Path(__file__).parent.parent / "configs" / "style_one_shot.py"
+
+
+def load_config(variant="runlocal"):
+  spec = importlib.util.spec_from_file_location("style_one_shot", CONFIG)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(variant)
+
+
+@pytest.fixture(scope="module")
+def style_image(tmp_path_factory):
+  path = tmp_path_factory.mktemp("style") / "stripes.png"
+  x = np.zeros((48, 40, 3), np.uint8)
+  x[::4] = (255, 40, 40)
+  x[:, ::3, 1] = 200
+  Image.fromarray(x).save(path)
+  return path
+
+
+def config_for(amused_dir, style_image, **overrides):
+  c = load_config()
+  c.base_model = str(amused_dir)
+  c.style_images = str(style_image)
+  c.content_prompts = "a house"
+  c.mesh = dict(data=1, fsdp=1, model=1)
+  c.checkpoint.use_async = False
+  c.optimizer.learning_rate = 3e-3  # tiny model, few steps: large enough that weights visibly move
+  for key, value in overrides.items():
+    target = c
+    *head, leaf = key.split(".")
+    for h in head:
+      target = target[h]
+    target[leaf] = value
+  return c
+
+
+def test_training_changes_only_the_adapter(amused_dir, style_image, tmp_path):
+  before = Pipeline.from_pretrained(amused_dir)
+  summary = train.train_and_evaluate(config_for(amused_dir, style_image, steps=10), tmp_path)
+  assert summary["steps"] == 10
+  tensors, meta = weights.read_adapter(tmp_path / "adapter.safetensors")
+  assert tensors and all(k.startswith("adapters.") for k in tensors)  # no base weight in the export
+  assert np.abs(np.asarray(tensors["adapters.ff.wu"])).max() > 0  # Wu left zero: it trained
+  assert meta["base_fingerprint"] == before.fingerprint
+  for name in ("checkpoints", "adapter.safetensors", "adapter.json", "samples.png", "summary.json",
+               "metrics.jsonl"):
+    assert (tmp_path / name).exists(), name
+  assert summary["adapter_parameters"] == sum(int(np.prod(v.shape)) for v in tensors.values())
+
+
+def test_frozen_weights_stay_bitwise_equal_and_have_no_optimizer_state(amused_dir):
+  pipe = Pipeline.from_pretrained(amused_dir)
+  model = pipe.transformer
+  model.attach_adapters(AdapterConfig(hidden=4), nnx.Rngs(0))
+  graphdef, trainable, frozen = nnx.split(model, AdapterParam, ...)
+  frozen_before = jax.tree.map(np.asarray, frozen)
+  c = load_config().optimizer
+  c.learning_rate = 1e-2
+  tx = train.make_optimizer(c)
+  opt_state = tx.init(trainable)
+  n_opt = sum(x.size for x in jax.tree.leaves(opt_state))
+  n_adapter = sum(x.size for x in jax.tree.leaves(trainable))
+  assert n_opt <= 2 * n_adapter + 8  # Adam's two moments of the adapter (+ counters), nothing of the base
+  tokens = jax.random.randint(jax.random.key(0), (3, 4, 4), 0, 40)
+  text, pooled = pipe.encode_prompts(["a red cat in watercolor painting style"])
+  data = train.StyleData(tokens, jnp.zeros((3,), jnp.int32), text, pooled, text[0] * 0, pooled[0] * 0,
+                         pipe.micro_conds(1, 16, 16)[0])
+  steps = jax.jit(train.make_train_steps(graphdef, tx, steps=4, batch_size=2, mask_id=pipe.mask_token_id,
+                                         text_dropout=0.1, use_adapter=True))
+  new_trainable, _, _, metrics = steps(trainable, frozen, opt_state, jax.random.key(1), data)
+  assert bool(metrics["finite"])
+  jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, frozen), frozen_before)
+  moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), new_trainable, trainable))
+  assert max(moved) > 0
+
+
+def test_styledrop_guidance_as_one_batch_equals_three_forwards(amused_dir):
+  pipe = Pipeline.from_pretrained(amused_dir)
+  model = pipe.transformer
+  model.attach_adapters(AdapterConfig(), nnx.Rngs(0))
+  state = nnx.state(model, AdapterParam)
+  keys = iter(jax.random.split(jax.random.key(3), 8))
+  nnx.update(model, jax.tree.map(lambda x: 0.1 * jax.random.normal(next(keys), x.shape), state))
+  text, pooled = pipe.encode_prompts(["a cat in watercolor painting style", "a house in watercolor painting style"])
+  neg_text, neg_pooled = pipe.encode_prompts(["", ""])
+  micro = pipe.micro_conds(2, 16, 16)
+  tokens = jax.random.randint(jax.random.key(4), (2, 4, 4), 0, 41)
+  passes = sampling.styledrop(text, pooled, neg_text, neg_pooled, micro, lambda_a=1.5, lambda_b=5.0)
+  batched = sampling.guided_logits(model, tokens, passes)
+  on = jnp.zeros((2,), jnp.int32)
+  a_t = model(tokens, text, pooled, micro, on)
+  g_t = model(tokens, text, pooled, micro)
+  g_n = model(tokens, neg_text, neg_pooled, micro)
+  expected = a_t + 1.5 * (a_t - g_t) + 5.0 * (g_t - g_n)
+  np.testing.assert_allclose(batched, expected, rtol=1e-5, atol=1e-4)
+  assert not np.allclose(a_t, g_t)  # the adapter matters, so the check is not vacuous
+
+
+def test_eight_devices_match_one(amused_dir, style_image, tmp_path):
+  assert jax.device_count() == 8, "conftest sets --xla_force_host_platform_device_count=8"
+  one = train.train_and_evaluate(config_for(amused_dir, style_image, steps=10, batch_size=8), tmp_path / "one")
+  eight = train.train_and_evaluate(
+      config_for(amused_dir, style_image, steps=10, batch_size=8, mesh=dict(data=2, fsdp=4, model=1)),
+      tmp_path / "eight")
+  losses = lambda d: [json.loads(line)["loss"] for line in (d / "metrics.jsonl").read_text().splitlines()]
+  np.testing.assert_allclose(losses(tmp_path / "eight"), losses(tmp_path / "one"), rtol=1e-5, atol=1e-5)
+  a, _ = weights.read_adapter(tmp_path / "one")
+  b, _ = weights.read_adapter(tmp_path / "eight")
+  for k in a:
+    np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-6)
+  assert one["steps"] == eight["steps"] == 10
+
+
+def test_killed_run_resumes_to_the_same_adapter(amused_dir, style_image, tmp_path):
+  uninterrupted = tmp_path / "straight"
+  train.train_and_evaluate(config_for(amused_dir, style_image, steps=20), uninterrupted)
+  resumed = tmp_path / "resumed"
+  cmd = [sys.executable, "-m", "muse_styledrop.train", f"--config={CONFIG}:runlocal", f"--workdir={resumed}",
+         f"--config.base_model={amused_dir}", f"--config.style_images={style_image}",
+         "--config.content_prompts=a house", "--config.mesh.data=1", "--config.checkpoint.use_async=False",
+         "--config.optimizer.learning_rate=0.003", "--config.steps=20"]
+  # Stop after the step-10 checkpoint: run to 10 steps, as a kill at that point would leave it.
+  first = subprocess.run([*cmd[:-1], "--config.steps=10"], capture_output=True, text=True, timeout=600)
+  assert first.returncode == 0, first.stderr
+  (resumed / "adapter.safetensors").unlink()
+  second = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+  assert second.returncode == 0, second.stderr
+  assert "resumed from" in second.stdout
+  a, _ = weights.read_adapter(uninterrupted)
+  b, meta = weights.read_adapter(resumed)
+  assert meta["step"] == 20
+  for k in a:
+    np.testing.assert_allclose(b[k], a[k], rtol=1e-6, atol=1e-7)
+
+
+def test_workdir_of_another_base_is_refused(amused_dir, style_image, tmp_path):
+  import reference
+  train.train_and_evaluate(config_for(amused_dir, style_image, steps=10), tmp_path / "run")
+  other = reference.amused_dir(tmp_path / "other-base", uvit_overrides={"num_hidden_layers": 3})
+  from muse_styledrop.checkpointing import CheckpointMismatch
+  with pytest.raises(CheckpointMismatch, match="another base model"):
+    train.train_and_evaluate(config_for(other, style_image, steps=20), tmp_path / "run")
+
+
+def test_full_size_round1_adapter_file_is_small_and_holds_no_base_weight(tmp_path):
+  from muse_styledrop.models import presets
+  from muse_styledrop.models.uvit import UVit2DModel
+
+  def build():
+    model = UVit2DModel(presets.AMUSED_256_TRANSFORMER, rngs=nnx.Rngs(0))
+    model.attach_adapters(AdapterConfig(hidden=4, shared=True), nnx.Rngs(1))
+    return model
+
+  model = nnx.eval_shape(build)
+  abstract = nnx.state(model, AdapterParam)
+  state = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), abstract)  # only the adapter is materialised
+  st, _ = weights.write_adapter(state, {"adapter": {}}, tmp_path / "adapter")
+  assert st.stat().st_size < 1_000_000
+  tensors, _ = weights.read_adapter(st)
+  assert set(tensors) == {f"adapters.{site}.{w}" for site in ("attn2", "ff") for w in ("wd", "wu", "dd", "du")}
+
+
+@pytest.mark.parametrize("case", ["missing", "corrupt", "empty", "count", "no_style_phrase"])
+def test_bad_style_input_is_a_clear_error_and_writes_nothing(amused_dir, style_image, tmp_path, case):
+  from muse_styledrop.data import StyleSetError
+  from muse_styledrop.images import ImageError
+  c = config_for(amused_dir, style_image, steps=10)
+  if case == "missing":
+    c.style_images, error, match = str(tmp_path / "nope.png"), ImageError, "does not exist"
+  elif case == "corrupt":
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    c.style_images, error, match = str(bad), ImageError, "not a readable image"
+  elif case == "empty":
+    c.style_images, error, match = " , ", StyleSetError, "style set is empty"
+  elif case == "count":
+    c.content_prompts, error, match = "a house|a cat", StyleSetError, "2 content prompt"
+  else:
+    c.style_descriptor, error, match = "  ", StyleSetError, "style phrase is empty"
+  with pytest.raises(error, match=match):
+    train.train_and_evaluate(c, tmp_path / "run")
+  assert not (tmp_path / "run").exists()
+
+
+def test_style_folder_with_captions(tmp_path, style_image):
+  from muse_styledrop.data import resolve_style_set
+  folder = tmp_path / "set"
+  folder.mkdir()
+  for name in ("b.png", "a.jpg"):
+    Image.open(style_image).convert("RGB").save(folder / name)
+  (folder / "captions.txt").write_text("a.jpg\ta cat\nb.png\ta house\n")
+  style = resolve_style_set(str(folder), "", "in stripes style")
+  assert [p.name for p in style.paths] == ["a.jpg", "b.png"]
+  assert style.prompts == ["a cat in stripes style", "a house in stripes style"]
+
+
+def test_unknown_config_key_is_one_line_and_nonzero(tmp_path):
+  result = subprocess.run([sys.executable, "-m", "muse_styledrop.train", f"--config={CONFIG}:runlocal",
+                           "--config.stepz=3", f"--workdir={tmp_path / 'run'}"], capture_output=True, text=True)
+  assert result.returncode != 0
+  assert result.stderr.strip().splitlines()[-1] == ("error: unknown config field 'stepz' in a --config override "
+                                                    "(did you mean 'steps'?); the config file lists every field")
+  assert not (tmp_path / "run").exists()
