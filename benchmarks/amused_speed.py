@@ -3,7 +3,7 @@ r"""Speed of our aMUSEd against diffusers, side by side in one process, at full 
   python benchmarks/amused_speed.py --out=docs/benchmarks/amused_speed.json
 
 Times (medians over interleaved repeats, fp32, this machine's CPU threads):
-  1. the transformer forward, batch 2, 16x16 tokens, 77 text tokens;
+  1. the transformer forward, batch 2 (--batch), 16x16 tokens, 77 text tokens;
   2. a 12-step guided sample of one 256x256 image (prompt + negative pass as
      one batch-2 forward per step), text encoding and VQ decoding included.
 Both sides get the same weights (ours loaded from diffusers' state dict).
@@ -79,40 +79,50 @@ def main():
   parser.add_argument("--sample_repeats", type=int, default=2)
   parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = all cores")
   parser.add_argument("--out", default="")
+  parser.add_argument("--torch_device", default="cpu", help="cpu or cuda (JAX uses its default device)")
+  parser.add_argument("--batches", type=int, nargs="+", default=[2], help="forward batch sizes")
   args = parser.parse_args()
   if args.threads:
     torch.set_num_threads(args.threads)
+  dev = torch.device(args.torch_device)
+  # Both sides at their frameworks' GPU defaults for fp32 matmuls: JAX uses TF32 there; let torch do the same.
+  torch.backends.cuda.matmul.allow_tf32 = True
+  torch.backends.cudnn.allow_tf32 = True
+  sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
 
   t_transformer, t_vq, t_text = torch_components()
   transformer = ours_from(t_transformer, lambda r: UVit2DModel(presets.AMUSED_256_TRANSFORMER, rngs=r))
   vqvae = ours_from(t_vq, lambda r: VQModel(presets.AMUSED_VQ, rngs=r))
   text_encoder = ours_from(t_text, lambda r: CLIPModel(presets.CLIP_L14_TEXT, rngs=r))
 
+  t_transformer, t_vq, t_text = t_transformer.to(dev), t_vq.to(dev), t_text.to(dev)
+
   # 1. Forward.
-  b = 2
-  rng = np.random.default_rng(0)
-  ids = rng.integers(0, 8255, (b, 16, 16))
-  text = rng.standard_normal((b, 77, 768)).astype(np.float32)
-  pooled = rng.standard_normal((b, 768)).astype(np.float32)
-  micro = np.tile(np.asarray([[256, 256, 0, 0, 6]], np.float32), (b, 1))
-  t_args = (torch.from_numpy(ids), torch.from_numpy(text), torch.from_numpy(pooled), torch.from_numpy(micro))
-  j_args = tuple(jnp.asarray(a) for a in (ids, text, pooled, micro))
   graphdef, state = nnx.split(transformer)
   forward = jax.jit(lambda s, *a: nnx.merge(graphdef, s)(*a))
-  compiled = forward.lower(state, *j_args).compile()
-  flops = float(compiled.cost_analysis()["flops"])
-  jax.block_until_ready(forward(state, *j_args))
-  with torch.no_grad():
-    ref = t_transformer(*t_args).permute(0, 2, 3, 1).numpy()
-  ours = np.asarray(forward(state, *j_args))
-  max_rel = float(np.abs(ours - ref).max() / np.abs(ref).max())
-  jax_times, torch_times = [], []
-  for _ in range(args.repeats):  # interleaved, so drift on a shared machine hits both alike
-    jax_times.append(median_time(lambda: jax.block_until_ready(forward(state, *j_args)), 1)[0])
+  forwards = {}
+  for b in args.batches:
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 8255, (b, 16, 16))
+    text = rng.standard_normal((b, 77, 768)).astype(np.float32)
+    pooled = rng.standard_normal((b, 768)).astype(np.float32)
+    micro = np.tile(np.asarray([[256, 256, 0, 0, 6]], np.float32), (b, 1))
+    t_args = tuple(torch.from_numpy(a).to(dev) for a in (ids, text, pooled, micro))
+    j_args = tuple(jnp.asarray(a) for a in (ids, text, pooled, micro))
+    flops = float(forward.lower(state, *j_args).compile().cost_analysis()["flops"])
+    jax.block_until_ready(forward(state, *j_args))
     with torch.no_grad():
-      torch_times.append(median_time(lambda: t_transformer(*t_args), 1)[0])
-  fwd = {"ours_s": statistics.median(jax_times), "diffusers_s": statistics.median(torch_times), "gflop": flops / 1e9,
-         "max_rel_diff": max_rel, "ours_all": jax_times, "diffusers_all": torch_times}
+      ref = t_transformer(*t_args).permute(0, 2, 3, 1).cpu().numpy()
+    ours = np.asarray(forward(state, *j_args))
+    max_rel = float(np.abs(ours - ref).max() / np.abs(ref).max())
+    jax_times, torch_times = [], []
+    for _ in range(args.repeats):  # interleaved, so drift on a shared machine hits both alike
+      jax_times.append(median_time(lambda j_args=j_args: jax.block_until_ready(forward(state, *j_args)), 1)[0])
+      with torch.no_grad():
+        torch_times.append(median_time(lambda t_args=t_args: (t_transformer(*t_args), sync()), 1)[0])
+    forwards[f"forward_batch{b}"] = {
+        "batch": b, "ours_s": statistics.median(jax_times), "diffusers_s": statistics.median(torch_times),
+        "gflop": flops / 1e9, "max_rel_diff": max_rel, "ours_all": jax_times, "diffusers_all": torch_times}
 
   # 2. A 12-step guided sample, prompt to pixels.
   from diffusers import AmusedPipeline, AmusedScheduler
@@ -123,6 +133,7 @@ def main():
     pipe_t = AmusedPipeline(vqvae=t_vq, tokenizer=t_tok, text_encoder=t_text, transformer=t_transformer,
                             scheduler=AmusedScheduler(mask_token_id=8255))
     pipe_t.set_progress_bar_config(disable=True)
+    pipe_t.to(dev)
     pipe = Pipeline(transformer, vqvae, text_encoder, Tokenizer(Path(tmp)), mask_token_id=8255)
     prompt = "a watercolor painting of a house"
 
@@ -137,7 +148,7 @@ def main():
     def torch_sample(seed):
       with torch.no_grad():
         return pipe_t(prompt, num_inference_steps=12, guidance_scale=10.0, output_type="np",
-                      generator=torch.Generator().manual_seed(seed)).images
+                      generator=torch.Generator(device=dev).manual_seed(seed)).images
 
     start = time.perf_counter()
     ours_sample(0)
@@ -150,12 +161,15 @@ def main():
   smp = {"ours_s": statistics.median(s_ours), "diffusers_s": statistics.median(s_torch),
          "ours_first_call_s": first_call, "ours_all": s_ours, "diffusers_all": s_torch}
 
-  result = {"device": jax.devices()[0].device_kind, "torch_threads": torch.get_num_threads(),
-            "forward_batch2": fwd, "sample_12_steps_guided": smp}
-  print(f"forward, batch 2, 16x16 tokens ({fwd['gflop']:.0f} GFLOP; max rel diff {max_rel:.1e}):")
-  print(f"  ours      {fwd['ours_s']:.2f} s  {fwd['gflop'] / fwd['ours_s']:.0f} GFLOP/s")
-  print(f"  diffusers {fwd['diffusers_s']:.2f} s  {fwd['gflop'] / fwd['diffusers_s']:.0f} GFLOP/s")
-  print(f"  speed ratio (diffusers time / ours) {fwd['diffusers_s'] / fwd['ours_s']:.2f}x")
+  result = {"device": jax.devices()[0].device_kind, "torch_device": str(dev), "torch_threads": torch.get_num_threads(),
+            **forwards, "sample_12_steps_guided": smp}
+  print(f"device: JAX {jax.devices()[0].device_kind}, torch {dev}")
+  for fwd in forwards.values():
+    print(f"forward, batch {fwd['batch']}, 16x16 tokens ({fwd['gflop']:.0f} GFLOP; max rel diff "
+          f"{fwd['max_rel_diff']:.1e}):")
+    print(f"  ours      {fwd['ours_s']:.3f} s  {fwd['gflop'] / fwd['ours_s']:.0f} GFLOP/s")
+    print(f"  diffusers {fwd['diffusers_s']:.3f} s  {fwd['gflop'] / fwd['diffusers_s']:.0f} GFLOP/s")
+    print(f"  speed ratio (diffusers time / ours) {fwd['diffusers_s'] / fwd['ours_s']:.2f}x")
   print("12-step guided sample, 1 image 256x256, prompt encoding and VQ decode included:")
   print(f"  ours      {smp['ours_s']:.1f} s  (first call, compiling: {first_call:.1f} s)")
   print(f"  diffusers {smp['diffusers_s']:.1f} s")

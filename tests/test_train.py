@@ -221,3 +221,25 @@ def test_unknown_config_key_is_one_line_and_nonzero(tmp_path):
   assert result.stderr.strip().splitlines()[-1] == ("error: unknown config field 'stepz' in a --config override "
                                                     "(did you mean 'steps'?); the config file lists every field")
   assert not (tmp_path / "run").exists()
+
+
+def test_lora_adapter_trains_and_exports_only_lora_weights(amused_dir, style_image, tmp_path):
+  c = config_for(amused_dir, style_image, steps=5, steps_per_call=5)
+  c.adapter.kind = "lora"
+  c.adapter.rank = 2
+  train.train_and_evaluate(c, tmp_path)
+  tensors, meta = weights.read_adapter(tmp_path)
+  assert meta["adapter"]["kind"] == "lora"
+  assert all(k.startswith("adapters.projections.") for k in tensors)
+  assert any(np.abs(np.asarray(v)).max() > 0 for k, v in tensors.items() if k.endswith("_b"))  # B left zero
+  pipe = Pipeline.from_pretrained(amused_dir)
+  pipe.load_adapter(tmp_path)  # and it loads back for sampling
+
+
+def test_all_weights_mode_trains_the_base(amused_dir, style_image, tmp_path):
+  """trainable='all' (pretraining, full fine-tune): every weight moves; no adapter is exported."""
+  c = config_for(amused_dir, style_image, steps=5, steps_per_call=5, trainable="all")
+  summary = train.train_and_evaluate(c, tmp_path)
+  assert summary["steps"] == 5 and np.isfinite(summary["loss"])
+  assert not (tmp_path / "adapter.safetensors").exists()
+  assert (tmp_path / "checkpoints" / "5").exists()
