@@ -132,23 +132,30 @@ def test_eight_devices_match_one(amused_dir, style_image, tmp_path):
 
 
 def test_killed_run_resumes_to_the_same_adapter(amused_dir, style_image, tmp_path):
+  import signal
+  import time
   uninterrupted = tmp_path / "straight"
-  train.train_and_evaluate(config_for(amused_dir, style_image, steps=20), uninterrupted)
+  train.train_and_evaluate(config_for(amused_dir, style_image, steps=40, steps_per_call=5), uninterrupted)
   resumed = tmp_path / "resumed"
   cmd = [sys.executable, "-m", "muse_styledrop.train", f"--config={CONFIG}:runlocal", f"--workdir={resumed}",
          f"--config.base_model={amused_dir}", f"--config.style_images={style_image}",
          "--config.content_prompts=a house", "--config.mesh.data=1", "--config.checkpoint.use_async=False",
-         "--config.optimizer.learning_rate=0.003", "--config.steps=20"]
-  # Stop after the step-10 checkpoint: run to 10 steps, as a kill at that point would leave it.
-  first = subprocess.run([*cmd[:-1], "--config.steps=10"], capture_output=True, text=True, timeout=600)
-  assert first.returncode == 0, first.stderr
-  (resumed / "adapter.safetensors").unlink()
+         "--config.optimizer.learning_rate=0.003", "--config.steps=40", "--config.steps_per_call=5"]
+  # SIGKILL the run as soon as its first checkpoint (step 10) is on disk.
+  process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 300
+  while not (resumed / "checkpoints" / "10").is_dir() and process.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+  assert not (resumed / "adapter.safetensors").exists()
   second = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
   assert second.returncode == 0, second.stderr
   assert "resumed from" in second.stdout
   a, _ = weights.read_adapter(uninterrupted)
   b, meta = weights.read_adapter(resumed)
-  assert meta["step"] == 20
+  assert meta["step"] == 40
   for k in a:
     np.testing.assert_allclose(b[k], a[k], rtol=1e-6, atol=1e-7)
 

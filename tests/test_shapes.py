@@ -1,0 +1,61 @@
+"""The shapes world's renderer: deterministic, every style distinct, captions agree with labels."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from muse_styledrop import shapes
+from muse_styledrop.shapes import Obj, Scene
+
+SCENE = Scene((Obj("star", "blue", "large", "center"),), "white")
+
+
+def test_world_has_what_the_design_asks_for():
+  assert len(shapes.SHAPES) >= 8 and len(shapes.COLOURS) >= 8 and len(shapes.STYLES) >= 16
+  assert len(shapes.HELD_OUT) >= 6 and not set(shapes.HELD_OUT) & set(shapes.SEEN)
+  assert set(shapes.HELD_OUT) | set(shapes.SEEN) == set(shapes.STYLES)
+
+
+@pytest.mark.parametrize("style", list(shapes.STYLES))
+def test_render_is_deterministic_per_seed(style):
+  a = shapes.render(SCENE, style, seed=3)
+  b = shapes.render(SCENE, style, seed=3)
+  assert a.shape == (64, 64, 3) and a.dtype == np.uint8
+  np.testing.assert_array_equal(a, b)
+
+
+def test_every_style_draws_the_same_scene_differently():
+  pictures = {s: shapes.render(SCENE, s, seed=0).astype(float) for s in shapes.STYLES}
+  for a, b in itertools.combinations(shapes.STYLES, 2):
+    assert np.abs(pictures[a] - pictures[b]).mean() > 3.0, (a, b)
+
+
+def test_every_shape_is_drawn_differently():
+  pictures = {s: shapes.render(Scene((Obj(s, "red", "large", "center"),), "white"), "flat", 0).astype(float)
+              for s in shapes.SHAPES}
+  for a, b in itertools.combinations(shapes.SHAPES, 2):
+    assert np.abs(pictures[a] - pictures[b]).mean() > 1.0, (a, b)
+
+
+def test_captions_agree_with_labels():
+  named = 0
+  for seed in range(200):
+    ex = shapes.example(seed)
+    for o in ex.scene.objects:
+      assert f"{o.colour} {o.shape}" in ex.caption
+    if shapes.STYLES[ex.style] in ex.caption:
+      named += 1
+      assert ex.caption.endswith(shapes.STYLES[ex.style])
+    assert ex.style in shapes.SEEN
+    assert not any(shapes.STYLES[s] in ex.caption for s in shapes.STYLES if s != ex.style)
+  assert 150 <= named < 200  # most captions name the style, not all
+
+
+def test_two_objects_do_not_overlap():
+  for seed in range(300):
+    scene = shapes.random_scene(np.random.default_rng(seed))
+    if len(scene.objects) == 2:
+      a, b = scene.objects
+      (ax, ay), (bx, by) = shapes.POSITIONS[a.position], shapes.POSITIONS[b.position]
+      assert np.hypot(ax - bx, ay - by) > shapes.SIZES[a.size] + shapes.SIZES[b.size]
