@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from muse_styledrop.models.layers import ACTIVATIONS, conv, layer_norm, linear
+from muse_styledrop.models.layers import ACTIVATIONS, attention, conv, layer_norm, linear
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,8 +57,7 @@ class CLIPAttention(nnx.Module):
   def __call__(self, x_BLD, mask_BQK=None):
     split = lambda t: t.reshape(*t.shape[:-1], self.heads, -1)
     q, k, v = split(self.q_proj(x_BLD)), split(self.k_proj(x_BLD)), split(self.v_proj(x_BLD))
-    mask = None if mask_BQK is None else mask_BQK[:, None]
-    out = jax.nn.dot_product_attention(q, k, v, mask=mask)
+    out = attention(q, k, v, mask_BQK)
     return self.out_proj(out.reshape(x_BLD.shape))
 
 
