@@ -37,8 +37,8 @@ step = jax.jit(train.make_train_steps(graphdef, tx, steps=1, batch_size=8, mask_
 compiled = step.lower(trainable, frozen, opt_state, jax.random.key(1), data).compile()
 gb("after compile")
 m = compiled.memory_analysis()
-print("XLA memory analysis: temp %.2f GB, args %.2f GB, out %.2f GB" % (
-    m.temp_size_in_bytes / 1e9, m.argument_size_in_bytes / 1e9, m.output_size_in_bytes / 1e9))
+print(f"XLA memory analysis: temp {m.temp_size_in_bytes / 1e9:.2f} GB, args {m.argument_size_in_bytes / 1e9:.2f} GB, "
+      f"out {m.output_size_in_bytes / 1e9:.2f} GB")
 rng = jax.random.key(1)
 for _ in range(3):
   trainable, opt_state, rng, metrics = compiled(trainable, frozen, opt_state, rng, data)

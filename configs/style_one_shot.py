@@ -28,6 +28,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.text_dropout = 0.0
   c.augment = dict(enabled=True, crops=2)
   c.mesh = dict(data=-1, fsdp=1, model=1)
+  c.distributed = False                   # True on a multi-host pod: jax.distributed.initialize() first
   c.checkpoint = dict(every=100, use_async=True)
   c.sample = dict(every=250, prompts=["a house", "a cat", "a tree", "a car"], per_prompt=1, negative_prompt="",
                   lambda_a=1.0, lambda_b=5.0, steps=36, temperature=(4.5, 0.0), seed=0)

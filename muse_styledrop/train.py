@@ -294,6 +294,8 @@ def main(argv):
   from absl import flags  # noqa: PLC0415
   del argv
   config = flags.FLAGS.config
+  if config.get("distributed", False):
+    jax.distributed.initialize()  # multi-host (TPU pod, multi-node GPU): each process sees the global mesh
   workdir = flags.FLAGS.workdir or str(Path("runs") / config.get("name", "run"))
   summary = train_and_evaluate(config, workdir)
   print(json.dumps(summary, indent=2))
