@@ -39,21 +39,36 @@ def torch_components():
   from diffusers import UVit2DModel as TorchUVit
   from diffusers import VQModel as TorchVQ
   from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
   torch.manual_seed(0)
-  uvit_kwargs = {k: v for k, v in dataclasses.asdict(presets.AMUSED_256_TRANSFORMER).items()
-                 if k != "position_embedding_grid"}
+  uvit_kwargs = {
+    k: v for k, v in dataclasses.asdict(presets.AMUSED_256_TRANSFORMER).items() if k != "position_embedding_grid"
+  }
   transformer = TorchUVit(**uvit_kwargs).eval()
   vq = presets.AMUSED_VQ
   n = len(vq.block_out_channels)
-  vqvae = TorchVQ(block_out_channels=vq.block_out_channels, layers_per_block=vq.layers_per_block,
-                  latent_channels=vq.latent_channels, num_vq_embeddings=vq.num_vq_embeddings,
-                  norm_num_groups=vq.norm_num_groups, down_block_types=("DownEncoderBlock2D",) * n,
-                  up_block_types=("UpDecoderBlock2D",) * n, mid_block_add_attention=False,
-                  lookup_from_codebook=True).eval()
+  vqvae = TorchVQ(
+    block_out_channels=vq.block_out_channels,
+    layers_per_block=vq.layers_per_block,
+    latent_channels=vq.latent_channels,
+    num_vq_embeddings=vq.num_vq_embeddings,
+    norm_num_groups=vq.norm_num_groups,
+    down_block_types=("DownEncoderBlock2D",) * n,
+    up_block_types=("UpDecoderBlock2D",) * n,
+    mid_block_add_attention=False,
+    lookup_from_codebook=True,
+  ).eval()
   t = presets.CLIP_L14_TEXT.text
-  text = CLIPTextModelWithProjection(CLIPTextConfig(
-      hidden_size=t.hidden_size, intermediate_size=t.intermediate_size, num_hidden_layers=t.num_hidden_layers,
-      num_attention_heads=t.num_attention_heads, projection_dim=768, eos_token_id=t.eos_token_id)).eval()
+  text = CLIPTextModelWithProjection(
+    CLIPTextConfig(
+      hidden_size=t.hidden_size,
+      intermediate_size=t.intermediate_size,
+      num_hidden_layers=t.num_hidden_layers,
+      num_attention_heads=t.num_attention_heads,
+      projection_dim=768,
+      eos_token_id=t.eos_token_id,
+    )
+  ).eval()
   return transformer, vqvae, text
 
 
@@ -121,17 +136,29 @@ def main():
       with torch.no_grad():
         torch_times.append(median_time(lambda t_args=t_args: (t_transformer(*t_args), sync()), 1)[0])
     forwards[f"forward_batch{b}"] = {
-        "batch": b, "ours_s": statistics.median(jax_times), "diffusers_s": statistics.median(torch_times),
-        "gflop": flops / 1e9, "max_rel_diff": max_rel, "ours_all": jax_times, "diffusers_all": torch_times}
+      "batch": b,
+      "ours_s": statistics.median(jax_times),
+      "diffusers_s": statistics.median(torch_times),
+      "gflop": flops / 1e9,
+      "max_rel_diff": max_rel,
+      "ours_all": jax_times,
+      "diffusers_all": torch_times,
+    }
 
   # 2. A 12-step guided sample, prompt to pixels.
   from diffusers import AmusedPipeline, AmusedScheduler
   from transformers import CLIPTokenizer
+
   with tempfile.TemporaryDirectory() as tmp:
     build_clip_tokenizer(["a", "watercolor", "painting", "of", "house"], Path(tmp))
     t_tok = CLIPTokenizer.from_pretrained(tmp)
-    pipe_t = AmusedPipeline(vqvae=t_vq, tokenizer=t_tok, text_encoder=t_text, transformer=t_transformer,
-                            scheduler=AmusedScheduler(mask_token_id=8255))
+    pipe_t = AmusedPipeline(
+      vqvae=t_vq,
+      tokenizer=t_tok,
+      text_encoder=t_text,
+      transformer=t_transformer,
+      scheduler=AmusedScheduler(mask_token_id=8255),
+    )
     pipe_t.set_progress_bar_config(disable=True)
     pipe_t.to(dev)
     pipe = Pipeline(transformer, vqvae, text_encoder, Tokenizer(Path(tmp)), mask_token_id=8255)
@@ -147,8 +174,13 @@ def main():
 
     def torch_sample(seed):
       with torch.no_grad():
-        return pipe_t(prompt, num_inference_steps=12, guidance_scale=10.0, output_type="np",
-                      generator=torch.Generator(device=dev).manual_seed(seed)).images
+        return pipe_t(
+          prompt,
+          num_inference_steps=12,
+          guidance_scale=10.0,
+          output_type="np",
+          generator=torch.Generator(device=dev).manual_seed(seed),
+        ).images
 
     start = time.perf_counter()
     ours_sample(0)
@@ -158,15 +190,26 @@ def main():
     for i in range(args.sample_repeats):
       s_ours.append(median_time(lambda i=i: ours_sample(i + 1), 1)[0])
       s_torch.append(median_time(lambda i=i: torch_sample(i + 1), 1)[0])
-  smp = {"ours_s": statistics.median(s_ours), "diffusers_s": statistics.median(s_torch),
-         "ours_first_call_s": first_call, "ours_all": s_ours, "diffusers_all": s_torch}
+  smp = {
+    "ours_s": statistics.median(s_ours),
+    "diffusers_s": statistics.median(s_torch),
+    "ours_first_call_s": first_call,
+    "ours_all": s_ours,
+    "diffusers_all": s_torch,
+  }
 
-  result = {"device": jax.devices()[0].device_kind, "torch_device": str(dev), "torch_threads": torch.get_num_threads(),
-            **forwards, "sample_12_steps_guided": smp}
+  result = {
+    "device": jax.devices()[0].device_kind,
+    "torch_device": str(dev),
+    "torch_threads": torch.get_num_threads(),
+    **forwards,
+    "sample_12_steps_guided": smp,
+  }
   print(f"device: JAX {jax.devices()[0].device_kind}, torch {dev}")
   for fwd in forwards.values():
-    print(f"forward, batch {fwd['batch']}, 16x16 tokens ({fwd['gflop']:.0f} GFLOP; max rel diff "
-          f"{fwd['max_rel_diff']:.1e}):")
+    print(
+      f"forward, batch {fwd['batch']}, 16x16 tokens ({fwd['gflop']:.0f} GFLOP; max rel diff {fwd['max_rel_diff']:.1e}):"
+    )
     print(f"  ours      {fwd['ours_s']:.3f} s  {fwd['gflop'] / fwd['ours_s']:.0f} GFLOP/s")
     print(f"  diffusers {fwd['diffusers_s']:.3f} s  {fwd['gflop'] / fwd['diffusers_s']:.0f} GFLOP/s")
     print(f"  speed ratio (diffusers time / ours) {fwd['diffusers_s'] / fwd['ours_s']:.2f}x")

@@ -25,20 +25,33 @@ model = UVit2DModel(presets.AMUSED_256_TRANSFORMER, rngs=nnx.Rngs(0))
 gb("after random init")
 model.attach_adapters(AdapterConfig(), nnx.Rngs(1))
 graphdef, trainable, frozen = nnx.split(model, AdapterParam, ...)
-tx = train.make_optimizer(ml_collections.ConfigDict(dict(learning_rate=1e-4, b1=0.9, b2=0.999, eps=1e-8,
-                                                         weight_decay=1e-2, grad_clip=0.0, warmup_steps=0)))
+tx = train.make_optimizer(
+  ml_collections.ConfigDict(
+    dict(learning_rate=1e-4, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-2, grad_clip=0.0, warmup_steps=0)
+  )
+)
 opt_state = tx.init(trainable)
 k = jax.random.split(jax.random.key(0), 3)
-data = train.StyleData(jax.random.randint(k[0], (8, 16, 16), 0, 8192), jnp.zeros((8,), jnp.int32),
-                       jax.random.normal(k[1], (1, 77, 768)), jax.random.normal(k[2], (1, 768)),
-                       jnp.zeros((77, 768)), jnp.zeros((768,)), jnp.asarray([256.0, 256, 0, 0, 6]))
-step = jax.jit(train.make_train_steps(graphdef, tx, steps=1, batch_size=8, mask_id=8255, text_dropout=0.0,
-                                      use_adapter=True), donate_argnums=(0, 2))
+data = train.StyleData(
+  jax.random.randint(k[0], (8, 16, 16), 0, 8192),
+  jnp.zeros((8,), jnp.int32),
+  jax.random.normal(k[1], (1, 77, 768)),
+  jax.random.normal(k[2], (1, 768)),
+  jnp.zeros((77, 768)),
+  jnp.zeros((768,)),
+  jnp.asarray([256.0, 256, 0, 0, 6]),
+)
+step = jax.jit(
+  train.make_train_steps(graphdef, tx, steps=1, batch_size=8, mask_id=8255, text_dropout=0.0, use_adapter=True),
+  donate_argnums=(0, 2),
+)
 compiled = step.lower(trainable, frozen, opt_state, jax.random.key(1), data).compile()
 gb("after compile")
 m = compiled.memory_analysis()
-print(f"XLA memory analysis: temp {m.temp_size_in_bytes / 1e9:.2f} GB, args {m.argument_size_in_bytes / 1e9:.2f} GB, "
-      f"out {m.output_size_in_bytes / 1e9:.2f} GB")
+print(
+  f"XLA memory analysis: temp {m.temp_size_in_bytes / 1e9:.2f} GB, args {m.argument_size_in_bytes / 1e9:.2f} GB, "
+  f"out {m.output_size_in_bytes / 1e9:.2f} GB"
+)
 rng = jax.random.key(1)
 for _ in range(3):
   trainable, opt_state, rng, metrics = compiled(trainable, frozen, opt_state, rng, data)

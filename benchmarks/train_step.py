@@ -36,9 +36,11 @@ def peak_accelerator_gb(side: str) -> float | None:
   """Peak device memory of this process's framework on a GPU, else None (CPU: peak RSS says it)."""
   if side == "ours":
     import jax
+
     stats = jax.devices()[0].memory_stats() if jax.default_backend() == "gpu" else None
     return stats["peak_bytes_in_use"] / 1e9 if stats else None
   import torch
+
   return torch.cuda.max_memory_allocated() / 1e9 if torch.cuda.is_available() and DEVICE == "cuda" else None
 
 
@@ -59,15 +61,26 @@ def ours(kind: str, batch: int, steps: int) -> list[float]:
   model = UVit2DModel(presets.AMUSED_256_TRANSFORMER, rngs=nnx.Rngs(0))
   model.attach_adapters(AdapterConfig(kind=kind, hidden=4, shared=True, rank=16), nnx.Rngs(1))
   graphdef, trainable, frozen = nnx.split(model, AdapterParam, ...)
-  tx = train.make_optimizer(ml_collections.ConfigDict(dict(learning_rate=1e-4, b1=0.9, b2=0.999, eps=1e-8,
-                                                           weight_decay=1e-2, grad_clip=0.0, warmup_steps=0)))
+  tx = train.make_optimizer(
+    ml_collections.ConfigDict(
+      dict(learning_rate=1e-4, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-2, grad_clip=0.0, warmup_steps=0)
+    )
+  )
   opt_state = tx.init(trainable)
   k = jax.random.split(jax.random.key(0), 3)
-  data = train.StyleData(jax.random.randint(k[0], (8, 16, 16), 0, 8192), jnp.zeros((8,), jnp.int32),
-                         jax.random.normal(k[1], (1, 77, 768)), jax.random.normal(k[2], (1, 768)),
-                         jnp.zeros((77, 768)), jnp.zeros((768,)), jnp.asarray([256.0, 256, 0, 0, 6]))
-  step = jax.jit(train.make_train_steps(graphdef, tx, steps=1, batch_size=batch, mask_id=8255, text_dropout=0.0,
-                                        use_adapter=True), donate_argnums=(0, 2))
+  data = train.StyleData(
+    jax.random.randint(k[0], (8, 16, 16), 0, 8192),
+    jnp.zeros((8,), jnp.int32),
+    jax.random.normal(k[1], (1, 77, 768)),
+    jax.random.normal(k[2], (1, 768)),
+    jnp.zeros((77, 768)),
+    jnp.zeros((768,)),
+    jnp.asarray([256.0, 256, 0, 0, 6]),
+  )
+  step = jax.jit(
+    train.make_train_steps(graphdef, tx, steps=1, batch_size=batch, mask_id=8255, text_dropout=0.0, use_adapter=True),
+    donate_argnums=(0, 2),
+  )
   rng = jax.random.key(1)
   times = []
   for i in range(steps + 1):
@@ -89,8 +102,9 @@ def diffusers(kind: str, batch: int, steps: int) -> list[float]:
   from muse_styledrop.models import presets
 
   torch.manual_seed(0)
-  config = {k: v for k, v in dataclasses.asdict(presets.AMUSED_256_TRANSFORMER).items()
-            if k != "position_embedding_grid"}
+  config = {
+    k: v for k, v in dataclasses.asdict(presets.AMUSED_256_TRANSFORMER).items() if k != "position_embedding_grid"
+  }
   torch.backends.cuda.matmul.allow_tf32 = True  # JAX's GPU default for fp32 matmuls is TF32 too
   torch.backends.cudnn.allow_tf32 = True
   dev = torch.device(DEVICE)
@@ -99,6 +113,7 @@ def diffusers(kind: str, batch: int, steps: int) -> list[float]:
   model.requires_grad_(False)
   if kind == "lora":
     from peft import LoraConfig
+
     model.add_adapter(LoraConfig(r=16, lora_alpha=16, target_modules=["to_q", "to_k", "to_v"]))
     params = [p for p in model.parameters() if p.requires_grad]
   else:
@@ -137,8 +152,14 @@ def diffusers(kind: str, batch: int, steps: int) -> list[float]:
 def measure(impl: str, batch: int, steps: int) -> dict:
   side, kind = impl.split("-")
   times = (ours if side == "ours" else diffusers)(kind, batch, steps)
-  return {"impl": impl, "batch": batch, "step_s": statistics.median(times), "all_s": times,
-          "peak_rss_gb": peak_rss_gb(), "peak_device_gb": peak_accelerator_gb(side)}
+  return {
+    "impl": impl,
+    "batch": batch,
+    "step_s": statistics.median(times),
+    "all_s": times,
+    "peak_rss_gb": peak_rss_gb(),
+    "peak_device_gb": peak_accelerator_gb(side),
+  }
 
 
 def orchestrate(args) -> None:
@@ -146,8 +167,14 @@ def orchestrate(args) -> None:
   for batch in args.batches:
     for rep in range(args.repeats):
       for impl in args.impls:
-        cmd = [sys.executable, __file__, f"--impl={impl}", f"--batch={batch}", f"--steps={args.steps}",
-               f"--torch_device={args.torch_device}"]
+        cmd = [
+          sys.executable,
+          __file__,
+          f"--impl={impl}",
+          f"--batch={batch}",
+          f"--steps={args.steps}",
+          f"--torch_device={args.torch_device}",
+        ]
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode:
           print(out.stderr[-3000:], file=sys.stderr)
@@ -156,15 +183,19 @@ def orchestrate(args) -> None:
         r["repeat"] = rep
         results.append(r)
         device_mem = f"  device peak {r['peak_device_gb']:.1f} GB" if r.get("peak_device_gb") else ""
-        print(f"batch {batch} {impl:22s} {r['step_s']:7.3f} s/step  peak RSS {r['peak_rss_gb']:.1f} GB{device_mem}",
-              flush=True)
+        print(
+          f"batch {batch} {impl:22s} {r['step_s']:7.3f} s/step  peak RSS {r['peak_rss_gb']:.1f} GB{device_mem}",
+          flush=True,
+        )
   table = {}
   for batch in args.batches:
     for impl in args.impls:
       rs = [r for r in results if r["impl"] == impl and r["batch"] == batch]
-      table[f"{impl}@{batch}"] = {"step_s": statistics.median(r["step_s"] for r in rs),
-                                  "peak_rss_gb": statistics.median(r["peak_rss_gb"] for r in rs),
-                                  "peak_device_gb": rs[0].get("peak_device_gb")}
+      table[f"{impl}@{batch}"] = {
+        "step_s": statistics.median(r["step_s"] for r in rs),
+        "peak_rss_gb": statistics.median(r["peak_rss_gb"] for r in rs),
+        "peak_device_gb": rs[0].get("peak_device_gb"),
+      }
   print(json.dumps(table, indent=2))
   if args.out:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -24,8 +24,7 @@ class CheckpointMismatch(ValueError):
 class Checkpointer:
   def __init__(self, directory: Path, max_to_keep: int = 2, use_async: bool = True):
     self.directory = Path(directory).absolute()
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=use_async,
-                                           create=True)
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=use_async, create=True)
     self.manager = ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self) -> int | None:
@@ -33,18 +32,22 @@ class Checkpointer:
 
   def save(self, step: int, state: Any, meta: dict) -> None:
     """Start writing `state` (a pytree of arrays) and `meta` (JSON) as checkpoint `step`."""
-    self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                    meta=ocp.args.JsonSave(meta)), force=True)
+    self.manager.save(
+      step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True
+    )
 
   def restore(self, step: int, like: Any) -> tuple[Any, dict]:
     """The state of checkpoint `step`, with the structure, shapes and shardings of `like`."""
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
     try:
-      out = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                               meta=ocp.args.JsonRestore()))
+      out = self.manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
+      )
     except (ValueError, KeyError) as e:
-      raise CheckpointMismatch(f"the checkpoint at {self.directory / str(step)} does not fit this run's adapter "
-                               f"and optimizer ({e}); use another --workdir or the config it was made with") from e
+      raise CheckpointMismatch(
+        f"the checkpoint at {self.directory / str(step)} does not fit this run's adapter "
+        f"and optimizer ({e}); use another --workdir or the config it was made with"
+      ) from e
     return out["state"], out["meta"]
 
   def meta(self, step: int) -> dict:

@@ -41,11 +41,13 @@ def run_main(main) -> None:
       raise
     # ml_collections raises these while parsing `--config.a.b=value` overrides.
     message = str(e)
-    overrides = [a[len("--config."):].split("=", 1)[0] for a in sys.argv if a.startswith("--config.")]
+    overrides = [a[len("--config.") :].split("=", 1)[0] for a in sys.argv if a.startswith("--config.")]
     bad = [o for o in overrides if o.split(".")[-1] in message]
     if bad and isinstance(e, (AttributeError, KeyError)):
       hint = re.search(r'Did you mean "([^"]+)"', message)
-      fail(f"unknown config field {bad[0]!r} in a --config override" + (f" (did you mean {hint.group(1)!r}?)"
-                                                                         if hint else "")
-           + "; the config file lists every field")
+      fail(
+        f"unknown config field {bad[0]!r} in a --config override"
+        + (f" (did you mean {hint.group(1)!r}?)" if hint else "")
+        + "; the config file lists every field"
+      )
     fail(f"{message.strip()} (while reading the --config flags)")

@@ -61,14 +61,17 @@ def _read_captions(folder: Path) -> dict[str, str] | None:
   return None
 
 
-def resolve_style_set(style_images: str | list[str], content_prompts: str | list[str],
-                      style_descriptor: str) -> StyleSet:
+def resolve_style_set(
+  style_images: str | list[str], content_prompts: str | list[str], style_descriptor: str
+) -> StyleSet:
   """Paths and content texts from config values: a path, a comma-separated list, or a folder (+ captions)."""
   items = style_images if isinstance(style_images, (list, tuple)) else [s for s in str(style_images).split(",")]
   items = [s.strip() for s in items if s and s.strip()]
   if not items:
-    raise StyleSetError("the style set is empty; set --config.style_images to an image, a comma-separated list "
-                        "of images, or a folder of images")
+    raise StyleSetError(
+      "the style set is empty; set --config.style_images to an image, a comma-separated list "
+      "of images, or a folder of images"
+    )
   paths, captions = [], {}
   for item in items:
     p = Path(item).expanduser()
@@ -88,18 +91,24 @@ def resolve_style_set(style_images: str | list[str], content_prompts: str | list
     given = [c.strip() for c in content_prompts]
   if given:
     if len(given) != len(paths):
-      raise StyleSetError(f"{len(given)} content prompt(s) for {len(paths)} style image(s); give one per image, "
-                          "separated by '|', in the order of the images")
+      raise StyleSetError(
+        f"{len(given)} content prompt(s) for {len(paths)} style image(s); give one per image, "
+        "separated by '|', in the order of the images"
+      )
     contents = given
   else:
     missing = [p for p in paths if str(p) not in captions]
     if missing:
-      raise StyleSetError(f"style image {missing[0]} has no content text; set --config.content_prompts "
-                          "('a house|a cat', one per image) or put a captions.txt (file<TAB>text) in its folder")
+      raise StyleSetError(
+        f"style image {missing[0]} has no content text; set --config.content_prompts "
+        "('a house|a cat', one per image) or put a captions.txt (file<TAB>text) in its folder"
+      )
     contents = [captions[str(p)] for p in paths]
   if not style_descriptor.strip():
-    raise StyleSetError("the style phrase is empty; set --config.style_descriptor (e.g. 'in watercolor painting "
-                        "style', or a rare token such as 'in sks style')")
+    raise StyleSetError(
+      "the style phrase is empty; set --config.style_descriptor (e.g. 'in watercolor painting "
+      "style', or a rare token such as 'in sks style')"
+    )
   return StyleSet(paths, contents, style_descriptor.strip())
 
 
@@ -116,9 +125,11 @@ def augmented_images(style: StyleSet, resolution: int, augment: bool, crops: int
       for _ in range(crops):
         side = int(rng.integers(int(0.8 * big.shape[0]), big.shape[0] + 1))
         top, left = rng.integers(0, big.shape[0] - side + 1, size=2)
-        crop = (big[top:top + side, left:left + side] * 255).astype(np.uint8)
-        versions.append(np.asarray(Image.fromarray(crop).resize((resolution, resolution), Image.Resampling.BICUBIC),
-                                   np.float32) / 255.0)
+        crop = (big[top : top + side, left : left + side] * 255).astype(np.uint8)
+        versions.append(
+          np.asarray(Image.fromarray(crop).resize((resolution, resolution), Image.Resampling.BICUBIC), np.float32)
+          / 255.0
+        )
     out += versions
     index += [i] * len(versions)
   return np.stack(out).astype(np.float32), np.asarray(index, np.int32)

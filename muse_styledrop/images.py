@@ -26,6 +26,7 @@ def load_image(path: str | Path, size: int) -> np.ndarray:
     with Image.open(path) as im:
       im.load()
       from PIL import ImageOps  # noqa: PLC0415
+
       im = ImageOps.exif_transpose(im)
       if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         rgba = im.convert("RGBA")
@@ -61,5 +62,5 @@ def grid(images_NHWC: np.ndarray, columns: int | None = None, pad: int = 2) -> n
   out = np.full((rows * (h + pad) + pad, columns * (w + pad) + pad, c), 255, np.uint8)
   for i, image in enumerate(images_NHWC):
     r, k = divmod(i, columns)
-    out[pad + r * (h + pad): pad + r * (h + pad) + h, pad + k * (w + pad): pad + k * (w + pad) + w] = image
+    out[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + k * (w + pad) : pad + k * (w + pad) + w] = image
   return out

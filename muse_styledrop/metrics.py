@@ -20,6 +20,7 @@ class MetricWriter:
       self._jsonl = open(workdir / "metrics.jsonl", "a")  # noqa: SIM115 - closed in close()
       try:
         from tensorboardX import SummaryWriter  # noqa: PLC0415
+
         self._tb = SummaryWriter(str(workdir / "tensorboard"))
       except ImportError:  # optional: JSON lines are the record
         self._tb = None

@@ -55,8 +55,9 @@ def _torch():
   try:
     import torch  # noqa: PLC0415
   except ImportError as e:
-    raise SystemExit("error: the parity check needs PyTorch and diffusers/transformers: "
-                     "pip install -e '.[test]'") from e
+    raise SystemExit(
+      "error: the parity check needs PyTorch and diffusers/transformers: pip install -e '.[test]'"
+    ) from e
   return torch
 
 
@@ -91,11 +92,19 @@ def check_amused(path: Path, batch: int, seed: int, rtol: float, id_agreement: f
     ref_ids = ref_vq.quantize(latents)[2][2].reshape(batch, 8, 8)
   our_ids = np.asarray(our_vq.encode(jnp.asarray(images)))
   agree = float((our_ids == ref_ids.numpy()).mean())
-  rows.append(Row("VQ encode token ids (fraction equal)", 1 - agree, 1 - agree, agree >= id_agreement,
-                  f"{agree:.4%} of {our_ids.size} ids equal"))
+  rows.append(
+    Row(
+      "VQ encode token ids (fraction equal)",
+      1 - agree,
+      1 - agree,
+      agree >= id_agreement,
+      f"{agree:.4%} of {our_ids.size} ids equal",
+    )
+  )
   with torch.no_grad():
-    ref_dec = ref_vq.decode(ref_ids.reshape(-1), force_not_quantize=True,
-                            shape=(batch, 8, 8, ref_vq.config.latent_channels)).sample.permute(0, 2, 3, 1)
+    ref_dec = ref_vq.decode(
+      ref_ids.reshape(-1), force_not_quantize=True, shape=(batch, 8, 8, ref_vq.config.latent_channels)
+    ).sample.permute(0, 2, 3, 1)
   rows.append(compare("VQ decode", our_vq.decode(jnp.asarray(ref_ids.numpy())), ref_dec, rtol))
   del ref_vq, our_vq
 
@@ -110,8 +119,9 @@ def check_amused(path: Path, batch: int, seed: int, rtol: float, id_agreement: f
   pooled = rng.standard_normal((batch, c.cond_embed_dim)).astype(np.float32)
   micro = np.tile(np.asarray([[grid * 16, grid * 16, 0, 0, 6]], np.float32), (batch, 1))
   with torch.no_grad():
-    ref_logits = ref_tr(torch.from_numpy(tokens).long(), torch.from_numpy(text), torch.from_numpy(pooled),
-                        torch.from_numpy(micro)).permute(0, 2, 3, 1)
+    ref_logits = ref_tr(
+      torch.from_numpy(tokens).long(), torch.from_numpy(text), torch.from_numpy(pooled), torch.from_numpy(micro)
+    ).permute(0, 2, 3, 1)
   our_logits = our_tr(jnp.asarray(tokens), jnp.asarray(text), jnp.asarray(pooled), jnp.asarray(micro))
   rows.append(compare(f"transformer logits ({grid}x{grid} tokens)", our_logits, ref_logits, rtol))
   return rows
@@ -124,8 +134,11 @@ def check_clip(path: Path, batch: int, seed: int, rtol: float, variant=None) -> 
   config = weights.clip_config(weights.read_json(path / "config.json"), path / "config.json")
   ours = weights.load_clip(path, variant)
   arch = weights.read_json(path / "config.json").get("architectures", ["CLIPModel"])[0]
-  ref = getattr(transformers, arch).from_pretrained(path, torch_dtype=torch.float32, local_files_only=True,
-                                                    variant=variant).eval()
+  ref = (
+    getattr(transformers, arch)
+    .from_pretrained(path, torch_dtype=torch.float32, local_files_only=True, variant=variant)
+    .eval()
+  )
   rng = np.random.default_rng(seed)
   rows = []
   if config.text is not None:
@@ -148,23 +161,27 @@ def check_clip(path: Path, batch: int, seed: int, rtol: float, variant=None) -> 
   return rows
 
 
-def run(path: Path, batch: int = 2, seed: int = 0, rtol: float = 1e-4, id_agreement: float = 0.999,
-        variant: str | None = None) -> list[Row]:
+def run(
+  path: Path, batch: int = 2, seed: int = 0, rtol: float = 1e-4, id_agreement: float = 0.999, variant: str | None = None
+) -> list[Row]:
   path = Path(path).expanduser()
   if (path / "model_index.json").is_file():
     return check_amused(path, batch, seed, rtol, id_agreement, variant)
   if (path / "config.json").is_file():
     return check_clip(path, batch, seed, rtol, variant)
-  raise FileNotFoundError(f"{path} is neither a diffusers-layout model (model_index.json) nor a transformers CLIP "
-                          "directory (config.json)")
+  raise FileNotFoundError(
+    f"{path} is neither a diffusers-layout model (model_index.json) nor a transformers CLIP directory (config.json)"
+  )
 
 
 def report(rows: list[Row]) -> str:
   width = max(len(r.component) for r in rows)
   lines = [f"{'component':<{width}}  {'max abs':>10}  {'max rel':>10}  result"]
   for r in rows:
-    lines.append(f"{r.component:<{width}}  {r.max_abs:10.3e}  {r.max_rel:10.3e}  {'ok' if r.ok else 'FAIL'}"
-                 + (f"  ({r.note})" if r.note else ""))
+    lines.append(
+      f"{r.component:<{width}}  {r.max_abs:10.3e}  {r.max_rel:10.3e}  {'ok' if r.ok else 'FAIL'}"
+      + (f"  ({r.note})" if r.note else "")
+    )
   return "\n".join(lines)
 
 
@@ -183,4 +200,5 @@ def main(argv):
 
 if __name__ == "__main__":
   from muse_styledrop.cli import run_main
+
   run_main(main)

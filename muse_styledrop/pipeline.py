@@ -26,11 +26,11 @@ from muse_styledrop.sampling import Sampler
 from muse_styledrop.tokenizer import Tokenizer
 
 COMPONENTS = {
-    "transformer": ["diffusers", "UVit2DModel"],
-    "vqvae": ["diffusers", "VQModel"],
-    "text_encoder": ["transformers", "CLIPTextModelWithProjection"],
-    "tokenizer": ["transformers", "CLIPTokenizer"],
-    "scheduler": ["diffusers", "AmusedScheduler"],
+  "transformer": ["diffusers", "UVit2DModel"],
+  "vqvae": ["diffusers", "VQModel"],
+  "text_encoder": ["transformers", "CLIPTextModelWithProjection"],
+  "tokenizer": ["transformers", "CLIPTokenizer"],
+  "scheduler": ["diffusers", "AmusedScheduler"],
 }
 AESTHETIC_SCORE = 6.0  # aMUSEd's default micro-conditioning
 
@@ -47,17 +47,21 @@ def resolve_base_model(path: str | Path | None) -> Path:
   if path:
     return Path(path).expanduser()
   if not (EMBEDDED_BASE / "model_index.json").is_file():
-    raise ModelDirectoryError("no base model named and this install ships no embedded base model yet; pass "
-                              "--base_model (or config.base_model) pointing at an aMUSEd directory in the diffusers "
-                              "layout, e.g. amused-256 downloaded once")
+    raise ModelDirectoryError(
+      "no base model named and this install ships no embedded base model yet; pass "
+      "--base_model (or config.base_model) pointing at an aMUSEd directory in the diffusers "
+      "layout, e.g. amused-256 downloaded once"
+    )
   return EMBEDDED_BASE
 
 
 def check_model_dir(path: Path) -> Path:
   """Fail early, in one line, on a directory that is not a complete aMUSEd-layout model."""
   path = Path(path).expanduser()
-  hint = ("download an aMUSEd model (e.g. amused/amused-256 in the diffusers layout) once and point "
-          "--base_model / config.base_model at its directory")
+  hint = (
+    "download an aMUSEd model (e.g. amused/amused-256 in the diffusers layout) once and point "
+    "--base_model / config.base_model at its directory"
+  )
   if not path.is_dir():
     raise ModelDirectoryError(f"model directory {path} does not exist; {hint}")
   if not (path / "model_index.json").is_file():
@@ -67,8 +71,9 @@ def check_model_dir(path: Path) -> Path:
     if name not in index:
       raise ModelDirectoryError(f"{path / 'model_index.json'} lists no {name!r} component; {hint}")
     if not (path / name).is_dir():
-      raise ModelDirectoryError(f"{path} lacks the {name}/ folder that model_index.json names; the download is "
-                                "incomplete")
+      raise ModelDirectoryError(
+        f"{path} lacks the {name}/ folder that model_index.json names; the download is incomplete"
+      )
   return path
 
 
@@ -96,12 +101,12 @@ class Pipeline:
     scheduler = weights.read_json(path / "scheduler" / "scheduler_config.json")
     transformer = weights.load_transformer(path / "transformer", variant, param_dtype)
     return cls(
-        transformer=transformer,
-        vqvae=weights.load_vqvae(path / "vqvae", variant, param_dtype),
-        text_encoder=weights.load_clip(path / "text_encoder", variant, param_dtype),
-        tokenizer=Tokenizer(path / "tokenizer"),
-        mask_token_id=int(scheduler.get("mask_token_id", transformer.config.mask_token_id)),
-        fingerprint=fingerprint(transformer),
+      transformer=transformer,
+      vqvae=weights.load_vqvae(path / "vqvae", variant, param_dtype),
+      text_encoder=weights.load_clip(path / "text_encoder", variant, param_dtype),
+      tokenizer=Tokenizer(path / "tokenizer"),
+      mask_token_id=int(scheduler.get("mask_token_id", transformer.config.mask_token_id)),
+      fingerprint=fingerprint(transformer),
     )
 
   def save_pretrained(self, path: str | Path, dtype=None, tokenizer_source: Path | None = None) -> None:
@@ -113,8 +118,10 @@ class Pipeline:
     weights.save_clip(self.text_encoder, path / "text_encoder", dtype)
     self.tokenizer.save(path / "tokenizer")
     (path / "scheduler").mkdir(exist_ok=True)
-    weights.write_json({"_class_name": "AmusedScheduler", "mask_token_id": self.mask_token_id,
-                        "masking_schedule": "cosine"}, path / "scheduler" / "scheduler_config.json")
+    weights.write_json(
+      {"_class_name": "AmusedScheduler", "mask_token_id": self.mask_token_id, "masking_schedule": "cosine"},
+      path / "scheduler" / "scheduler_config.json",
+    )
     weights.write_json({"_class_name": "AmusedPipeline", **COMPONENTS}, path / "model_index.json")
 
   # -- adapters ---------------------------------------------------------------
@@ -129,14 +136,17 @@ class Pipeline:
     tensors, meta = weights.read_adapter(Path(path))
     if meta.get("base_fingerprint") != self.fingerprint:
       raise weights.WeightsError(
-          f"adapter {path} was trained on another base model (fingerprint {meta.get('base_fingerprint')}, this "
-          f"base is {self.fingerprint}); load the base it was trained on, or train a new adapter on this one")
+        f"adapter {path} was trained on another base model (fingerprint {meta.get('base_fingerprint')}, this "
+        f"base is {self.fingerprint}); load the base it was trained on, or train a new adapter on this one"
+      )
     self.transformer.attach_adapters(AdapterConfig(**meta["adapter"]), nnx.Rngs(0))
     for key, var in nnx.to_flat_state(nnx.state(self.transformer, AdapterParam)):
       name = ".".join(str(k) for k in key)
       if name not in tensors or tuple(tensors[name].shape) != tuple(var.shape):
-        raise weights.WeightsError(f"adapter {path}: weight {name!r} is missing or has the wrong shape for its "
-                                   "own adapter config; the file is damaged")
+        raise weights.WeightsError(
+          f"adapter {path}: weight {name!r} is missing or has the wrong shape for its "
+          "own adapter config; the file is damaged"
+        )
       var.set_value(jnp.asarray(tensors[name], var.dtype))
     self.sampler = Sampler(self.transformer, self.mask_token_id)
     return meta

@@ -33,9 +33,21 @@ flags.DEFINE_float("lambda_a", 1.0, "StyleDrop adapter guidance: A(t) + lambda_a
 flags.DEFINE_float("lambda_b", 5.0, "StyleDrop text guidance: ... + lambda_b (G(t) - G(n)); with an adapter only.")
 
 
-def run(base_model: str, prompts: list[str], negative_prompt: str, num_images: int, seed: int, steps: int,
-        guidance_scale: float, temperature: tuple[float, float], resolution: int, out: Path, adapter: str = "",
-        lambda_a: float = 1.0, lambda_b: float = 5.0) -> list[Path]:
+def run(
+  base_model: str,
+  prompts: list[str],
+  negative_prompt: str,
+  num_images: int,
+  seed: int,
+  steps: int,
+  guidance_scale: float,
+  temperature: tuple[float, float],
+  resolution: int,
+  out: Path,
+  adapter: str = "",
+  lambda_a: float = 1.0,
+  lambda_b: float = 5.0,
+) -> list[Path]:
   pipe = Pipeline.from_pretrained(resolve_base_model(base_model))
   if adapter:
     pipe.load_adapter(adapter)
@@ -57,8 +69,9 @@ def run(base_model: str, prompts: list[str], negative_prompt: str, num_images: i
   print(f"{len(all_prompts)} image(s), {steps} steps, {time.perf_counter() - start:.1f}s (compile included)")
   paths = [images.save_png(p, out / f"image_{i:03d}.png") for i, p in enumerate(pictures)]
   if len(pictures) > 1:
-    paths.append(images.save_png(images.grid(pictures, columns=num_images if len(prompts) > 1 else None),
-                                 out / "grid.png"))
+    paths.append(
+      images.save_png(images.grid(pictures, columns=num_images if len(prompts) > 1 else None), out / "grid.png")
+    )
   return paths
 
 
@@ -67,14 +80,27 @@ def main(argv):
   temperature = tuple(float(t) for t in FLAGS.temperature)
   if len(temperature) != 2:
     raise app.UsageError("--temperature takes two numbers: start,end")
-  paths = run(FLAGS.base_model, FLAGS.prompt, FLAGS.negative_prompt, FLAGS.num_images, FLAGS.seed, FLAGS.steps,
-              FLAGS.guidance_scale, temperature, FLAGS.resolution, Path(FLAGS.out), FLAGS.adapter, FLAGS.lambda_a,
-              FLAGS.lambda_b)
+  paths = run(
+    FLAGS.base_model,
+    FLAGS.prompt,
+    FLAGS.negative_prompt,
+    FLAGS.num_images,
+    FLAGS.seed,
+    FLAGS.steps,
+    FLAGS.guidance_scale,
+    temperature,
+    FLAGS.resolution,
+    Path(FLAGS.out),
+    FLAGS.adapter,
+    FLAGS.lambda_a,
+    FLAGS.lambda_b,
+  )
   print("wrote", ", ".join(str(p) for p in paths))
 
 
 def entry():
   from muse_styledrop.cli import run_main  # noqa: PLC0415
+
   run_main(main)
 
 

@@ -43,26 +43,34 @@ class Passes:
 def classifier_free(text_BTD, pooled_BD, neg_text_BTD, neg_pooled_BD, micro_conds_BM, scale: float) -> Passes:
   """Two passes, prompt and negative prompt: l = c + scale * (c - u)."""
   return Passes(
-      text_PBTD=jnp.stack([text_BTD, neg_text_BTD]),
-      pooled_PBD=jnp.stack([pooled_BD, neg_pooled_BD]),
-      micro_conds_PBM=jnp.stack([micro_conds_BM, micro_conds_BM]),
-      weights_P=jnp.asarray([1.0 + scale, -scale], jnp.float32),
+    text_PBTD=jnp.stack([text_BTD, neg_text_BTD]),
+    pooled_PBD=jnp.stack([pooled_BD, neg_pooled_BD]),
+    micro_conds_PBM=jnp.stack([micro_conds_BM, micro_conds_BM]),
+    weights_P=jnp.asarray([1.0 + scale, -scale], jnp.float32),
   )
 
 
-def styledrop(text_BTD, pooled_BD, neg_text_BTD, neg_pooled_BD, micro_conds_BM, lambda_a: float, lambda_b: float,
-              adapter_id: int = 0) -> Passes:
+def styledrop(
+  text_BTD,
+  pooled_BD,
+  neg_text_BTD,
+  neg_pooled_BD,
+  micro_conds_BM,
+  lambda_a: float,
+  lambda_b: float,
+  adapter_id: int = 0,
+) -> Passes:
   """Three passes: l = A(t) + lambda_a (A(t) - G(t)) + lambda_b (G(t) - G(n)) (PAPER.md section 4).
 
   A is the model with adapter `adapter_id` of the bank, G without any.
   """
   b = text_BTD.shape[0]
   return Passes(
-      text_PBTD=jnp.stack([text_BTD, text_BTD, neg_text_BTD]),
-      pooled_PBD=jnp.stack([pooled_BD, pooled_BD, neg_pooled_BD]),
-      micro_conds_PBM=jnp.stack([micro_conds_BM] * 3),
-      weights_P=jnp.asarray([1.0 + lambda_a, lambda_b - lambda_a, -lambda_b], jnp.float32),
-      adapter_ids_PB=jnp.asarray([[adapter_id] * b, [-1] * b, [-1] * b], jnp.int32),
+    text_PBTD=jnp.stack([text_BTD, text_BTD, neg_text_BTD]),
+    pooled_PBD=jnp.stack([pooled_BD, pooled_BD, neg_pooled_BD]),
+    micro_conds_PBM=jnp.stack([micro_conds_BM] * 3),
+    weights_P=jnp.asarray([1.0 + lambda_a, lambda_b - lambda_a, -lambda_b], jnp.float32),
+    adapter_ids_PB=jnp.asarray([[adapter_id] * b, [-1] * b, [-1] * b], jnp.int32),
   )
 
 
@@ -92,8 +100,13 @@ def guided_logits(model: UVit2DModel, tokens_BHW, passes: Passes):
   """Combined logits_BHWV of all passes, from one batched forward."""
   p, b = passes.weights_P.shape[0], tokens_BHW.shape[0]
   flat = lambda x: None if x is None else x.reshape(p * b, *x.shape[2:])
-  logits = model(jnp.tile(tokens_BHW, (p, 1, 1)), flat(passes.text_PBTD), flat(passes.pooled_PBD),
-                 flat(passes.micro_conds_PBM), flat(passes.adapter_ids_PB))
+  logits = model(
+    jnp.tile(tokens_BHW, (p, 1, 1)),
+    flat(passes.text_PBTD),
+    flat(passes.pooled_PBD),
+    flat(passes.micro_conds_PBM),
+    flat(passes.adapter_ids_PB),
+  )
   logits = logits.astype(jnp.float32).reshape(p, b, *logits.shape[1:])
   return jnp.einsum("p,pbhwv->bhwv", passes.weights_P, logits)
 
@@ -121,8 +134,15 @@ def _generate(graphdef, state, passes: Passes, tokens_BHW, rng, temperature_rang
     rng, step_rng = jax.random.split(rng)
     logits = guided_logits(model, tokens_BL.reshape(b, h, w), passes)
     temperature = temperature_at(step, num_steps, *temperature_range)
-    tokens_BL = decode_step(step, tokens_BL, logits.reshape(b, h * w, -1), step_rng, num_steps=num_steps,
-                            mask_id=mask_id, temperature=temperature)
+    tokens_BL = decode_step(
+      step,
+      tokens_BL,
+      logits.reshape(b, h * w, -1),
+      step_rng,
+      num_steps=num_steps,
+      mask_id=mask_id,
+      temperature=temperature,
+    )
     return tokens_BL, rng
 
   tokens_BL, _ = jax.lax.fori_loop(0, num_steps, body, (tokens_BHW.reshape(b, h * w), rng))
@@ -142,9 +162,17 @@ class Sampler:
     self.mask_id = mask_id
     self.jitted = jax.jit(functools.partial(_generate, self.graphdef), static_argnames=("num_steps", "mask_id"))
 
-  def __call__(self, passes: Passes, rng: jax.Array, grid_hw: tuple[int, int], *, num_steps: int,
-               temperature: tuple[float, float] = (2.0, 0.0), init_tokens_BHW: jax.Array | None = None,
-               state: nnx.State | None = None):
+  def __call__(
+    self,
+    passes: Passes,
+    rng: jax.Array,
+    grid_hw: tuple[int, int],
+    *,
+    num_steps: int,
+    temperature: tuple[float, float] = (2.0, 0.0),
+    init_tokens_BHW: jax.Array | None = None,
+    state: nnx.State | None = None,
+  ):
     """tokens_BHW drawn by `num_steps` of MaskGIT decoding under the guided logits of `passes`.
 
     `state` replaces the model's weights captured at construction (a model in
@@ -153,5 +181,12 @@ class Sampler:
     b = passes.text_PBTD.shape[1]
     if init_tokens_BHW is None:
       init_tokens_BHW = jnp.full((b, *grid_hw), self.mask_id, jnp.int32)
-    return self.jitted(self.state if state is None else state, passes, init_tokens_BHW.astype(jnp.int32), rng,
-                       jnp.asarray(temperature, jnp.float32), num_steps=num_steps, mask_id=self.mask_id)
+    return self.jitted(
+      self.state if state is None else state,
+      passes,
+      init_tokens_BHW.astype(jnp.int32),
+      rng,
+      jnp.asarray(temperature, jnp.float32),
+      num_steps=num_steps,
+      mask_id=self.mask_id,
+    )

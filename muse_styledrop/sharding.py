@@ -41,8 +41,10 @@ def make_mesh(sizes: dict[str, int], devices=None) -> Mesh:
   if -1 not in [int(sizes.get(a, 1)) for a in AXES] and math.prod(shape) < len(devices):
     devices = devices[: math.prod(shape)]  # an explicit smaller mesh uses the first devices
   if math.prod(shape) != len(devices):
-    raise ValueError(f"mesh {dict(zip(AXES, shape))} needs {math.prod(shape)} devices but {len(devices)} are "
-                     "visible; change config.mesh")
+    raise ValueError(
+      f"mesh {dict(zip(AXES, shape))} needs {math.prod(shape)} devices but {len(devices)} are "
+      "visible; change config.mesh"
+    )
   return Mesh(np.asarray(devices).reshape(shape), AXES)
 
 
@@ -57,8 +59,9 @@ def batch(mesh: Mesh) -> NamedSharding:
 def batch_size_per_step(mesh: Mesh, batch_size: int) -> int:
   shards = mesh.shape["data"] * mesh.shape["fsdp"]
   if batch_size % shards:
-    raise ValueError(f"batch_size={batch_size} does not split over the mesh's data x fsdp = {shards} devices; "
-                     "use a multiple")
+    raise ValueError(
+      f"batch_size={batch_size} does not split over the mesh's data x fsdp = {shards} devices; use a multiple"
+    )
   return batch_size
 
 

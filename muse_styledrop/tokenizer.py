@@ -69,8 +69,9 @@ class Tokenizer:
     try:
       self._tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError) as e:
-      raise ValueError(f"cannot load the tokenizer in {folder} ({e}); it needs vocab.json and merges.txt or "
-                       "tokenizer.json") from e
+      raise ValueError(
+        f"cannot load the tokenizer in {folder} ({e}); it needs vocab.json and merges.txt or tokenizer.json"
+      ) from e
     self.max_length = int(min(self._tok.model_max_length, 77))
 
   def __call__(self, texts: list[str]) -> np.ndarray:

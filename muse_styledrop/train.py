@@ -64,11 +64,11 @@ def masked_loss(model, tokens_BHW, text_BTD, pooled_BD, micro_BM, adapter_ids_B,
 class StyleData:
   """Everything a step draws from, on device: tokenised image versions and their prompts' embeddings."""
 
-  tokens_NHW: jax.Array       # every augmented version of every image
-  image_N: jax.Array          # which image (and so which prompt) each version shows
-  text_ITD: jax.Array         # prompt embeddings per image
+  tokens_NHW: jax.Array  # every augmented version of every image
+  image_N: jax.Array  # which image (and so which prompt) each version shows
+  text_ITD: jax.Array  # prompt embeddings per image
   pooled_ID: jax.Array
-  empty_text_TD: jax.Array    # the empty prompt, for text dropout
+  empty_text_TD: jax.Array  # the empty prompt, for text dropout
   empty_pooled_D: jax.Array
   micro_M: jax.Array
 
@@ -83,8 +83,17 @@ def draw_batch(rng, d: StyleData, batch_size: int, text_dropout: float):
   return d.tokens_NHW[n], text, pooled, jnp.tile(d.micro_M[None], (batch_size, 1))
 
 
-def make_train_steps(graphdef, tx, *, steps: int, batch_size: int, mask_id: int, text_dropout: float,
-                     use_adapter: bool, batch_sharding=None):
+def make_train_steps(
+  graphdef,
+  tx,
+  *,
+  steps: int,
+  batch_size: int,
+  mask_id: int,
+  text_dropout: float,
+  use_adapter: bool,
+  batch_sharding=None,
+):
   """`steps` optimizer steps as one pure function (a lax.scan): (trainable, frozen, opt, rng, data) -> ..."""
 
   def one_step(carry, _, frozen, d):
@@ -92,8 +101,9 @@ def make_train_steps(graphdef, tx, *, steps: int, batch_size: int, mask_id: int,
     rng, batch_rng, mask_rng = jax.random.split(rng, 3)
     tokens, text, pooled, micro = draw_batch(batch_rng, d, batch_size, text_dropout)
     if batch_sharding is not None:
-      tokens, text, pooled, micro = (jax.lax.with_sharding_constraint(x, batch_sharding)
-                                     for x in (tokens, text, pooled, micro))
+      tokens, text, pooled, micro = (
+        jax.lax.with_sharding_constraint(x, batch_sharding) for x in (tokens, text, pooled, micro)
+      )
     ids = jnp.zeros((batch_size,), jnp.int32) if use_adapter else None
 
     def loss_fn(trainable):
@@ -106,23 +116,33 @@ def make_train_steps(graphdef, tx, *, steps: int, batch_size: int, mask_id: int,
     return (trainable, opt_state, rng), {"loss": loss, "grad_norm": optax.global_norm(grads)}
 
   def train_steps(trainable, frozen, opt_state, rng, d):
-    (trainable, opt_state, rng), m = jax.lax.scan(functools.partial(one_step, frozen=frozen, d=d),
-                                                  (trainable, opt_state, rng), length=steps)
+    (trainable, opt_state, rng), m = jax.lax.scan(
+      functools.partial(one_step, frozen=frozen, d=d), (trainable, opt_state, rng), length=steps
+    )
     finite = jnp.isfinite(m["loss"]).all() & jnp.isfinite(m["grad_norm"]).all()
-    return trainable, opt_state, rng, {"loss": m["loss"].mean(), "last_loss": m["loss"][-1],
-                                        "grad_norm": m["grad_norm"].mean(), "finite": finite}
+    return (
+      trainable,
+      opt_state,
+      rng,
+      {"loss": m["loss"].mean(), "last_loss": m["loss"][-1], "grad_norm": m["grad_norm"].mean(), "finite": finite},
+    )
 
   return train_steps
 
 
 def make_optimizer(c: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """Adam (AdamW when weight_decay > 0), optional global-norm clipping, constant rate after a linear warmup."""
-  schedule = optax.join_schedules([optax.linear_schedule(0.0, c.learning_rate, max(c.warmup_steps, 1)),
-                                   optax.constant_schedule(c.learning_rate)], [max(c.warmup_steps, 1)])
+  schedule = optax.join_schedules(
+    [optax.linear_schedule(0.0, c.learning_rate, max(c.warmup_steps, 1)), optax.constant_schedule(c.learning_rate)],
+    [max(c.warmup_steps, 1)],
+  )
   if c.warmup_steps == 0:
     schedule = optax.constant_schedule(c.learning_rate)
-  adam = (optax.adamw(schedule, b1=c.b1, b2=c.b2, eps=c.eps, weight_decay=c.weight_decay) if c.weight_decay
-          else optax.adam(schedule, b1=c.b1, b2=c.b2, eps=c.eps))
+  adam = (
+    optax.adamw(schedule, b1=c.b1, b2=c.b2, eps=c.eps, weight_decay=c.weight_decay)
+    if c.weight_decay
+    else optax.adam(schedule, b1=c.b1, b2=c.b2, eps=c.eps)
+  )
   return optax.chain(optax.clip_by_global_norm(c.grad_clip), adam) if c.grad_clip else adam
 
 
@@ -137,13 +157,13 @@ def adapter_config(config) -> AdapterConfig:
 
 def encode_style(pipe: Pipeline, style: data.StyleSet, config) -> StyleData:
   side = pipe.transformer.config.sample_size * pipe.downscale
-  pictures, image_index = data.augmented_images(style, side, config.augment.enabled, config.augment.crops,
-                                                config.seed)
-  tokens = jnp.concatenate([pipe.encode_images(pictures[i:i + 8]) for i in range(0, len(pictures), 8)])
+  pictures, image_index = data.augmented_images(style, side, config.augment.enabled, config.augment.crops, config.seed)
+  tokens = jnp.concatenate([pipe.encode_images(pictures[i : i + 8]) for i in range(0, len(pictures), 8)])
   text, pooled = pipe.encode_prompts(style.prompts)
   empty_text, empty_pooled = pipe.encode_prompts([""])
-  return StyleData(tokens, jnp.asarray(image_index), text, pooled, empty_text[0], empty_pooled[0],
-                   pipe.micro_conds(1, side, side)[0])
+  return StyleData(
+    tokens, jnp.asarray(image_index), text, pooled, empty_text[0], empty_pooled[0], pipe.micro_conds(1, side, side)[0]
+  )
 
 
 def sample_grid(pipe: Pipeline, sampler: sampling.Sampler, state, style: data.StyleSet, config, use_adapter: bool):
@@ -159,16 +179,22 @@ def sample_grid(pipe: Pipeline, sampler: sampling.Sampler, state, style: data.St
   else:
     passes = sampling.classifier_free(text, pooled, neg_text, neg_pooled, micro, c.lambda_b)
   grid_hw = (pipe.transformer.config.sample_size,) * 2
-  tokens = sampler(passes, jax.random.key(c.seed), grid_hw, num_steps=c.steps, temperature=tuple(c.temperature),
-                   state=state)
+  tokens = sampler(
+    passes, jax.random.key(c.seed), grid_hw, num_steps=c.steps, temperature=tuple(c.temperature), state=state
+  )
   return pipe.decode_tokens(tokens)
 
 
 def run_metadata(pipe: Pipeline, style: data.StyleSet, config, use_adapter: bool) -> dict:
-  return {"base_fingerprint": pipe.fingerprint, "adapter": dataclasses.asdict(adapter_config(config)),
-          "trainable": "adapter" if use_adapter else "all", "style_phrase": style.style_phrase,
-          "training_prompts": style.prompts, "style_images": [str(p) for p in style.paths],
-          "config": json.loads(config.to_json_best_effort())}
+  return {
+    "base_fingerprint": pipe.fingerprint,
+    "adapter": dataclasses.asdict(adapter_config(config)),
+    "trainable": "adapter" if use_adapter else "all",
+    "style_phrase": style.style_phrase,
+    "training_prompts": style.prompts,
+    "style_images": [str(p) for p in style.paths],
+    "config": json.loads(config.to_json_best_effort()),
+  }
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
@@ -178,8 +204,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   if config.trainable not in ("adapter", "all"):
     raise ValueError(f"config.trainable={config.trainable!r}; use 'adapter' (StyleDrop) or 'all' (pretraining)")
   if config.steps % config.steps_per_call:
-    raise ValueError(f"config.steps={config.steps} is not a multiple of config.steps_per_call="
-                     f"{config.steps_per_call}")
+    raise ValueError(f"config.steps={config.steps} is not a multiple of config.steps_per_call={config.steps_per_call}")
 
   # -- Init -------------------------------------------------------------------
   style = data.resolve_style_set(config.style_images, config.content_prompts, config.style_descriptor)
@@ -199,22 +224,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   mesh = sharding.make_mesh(config.mesh.to_dict())
   sharding.batch_size_per_step(mesh, config.batch_size)
   frozen_sh = sharding.frozen_shardings(mesh, frozen)
-  trainable_sh = (sharding.replicated_shardings(mesh, trainable) if use_adapter
-                  else sharding.frozen_shardings(mesh, trainable))
-  opt_sh = jax.tree.map(lambda x: sharding.fsdp(mesh, x.shape) if not use_adapter and x.ndim
-                        else sharding.replicated(mesh), opt_state)
+  trainable_sh = (
+    sharding.replicated_shardings(mesh, trainable) if use_adapter else sharding.frozen_shardings(mesh, trainable)
+  )
+  opt_sh = jax.tree.map(
+    lambda x: sharding.fsdp(mesh, x.shape) if not use_adapter and x.ndim else sharding.replicated(mesh), opt_state
+  )
   rep = sharding.replicated(mesh)
   frozen = jax.device_put(frozen, frozen_sh)
   trainable = jax.device_put(trainable, trainable_sh)
   opt_state = jax.device_put(opt_state, opt_sh)
   style_data = jax.device_put(style_data, rep)
   train_steps = jax.jit(
-      make_train_steps(graphdef, tx, steps=config.steps_per_call, batch_size=config.batch_size,
-                       mask_id=pipe.mask_token_id, text_dropout=config.text_dropout, use_adapter=use_adapter,
-                       batch_sharding=sharding.batch(mesh)),
-      in_shardings=(trainable_sh, frozen_sh, opt_sh, rep, rep),
-      out_shardings=(trainable_sh, opt_sh, rep, rep),
-      donate_argnums=(0, 2))
+    make_train_steps(
+      graphdef,
+      tx,
+      steps=config.steps_per_call,
+      batch_size=config.batch_size,
+      mask_id=pipe.mask_token_id,
+      text_dropout=config.text_dropout,
+      use_adapter=use_adapter,
+      batch_sharding=sharding.batch(mesh),
+    ),
+    in_shardings=(trainable_sh, frozen_sh, opt_sh, rep, rep),
+    out_shardings=(trainable_sh, opt_sh, rep, rep),
+    donate_argnums=(0, 2),
+  )
 
   # -- Restore ----------------------------------------------------------------
   ckpt = checkpointing.Checkpointer(workdir / "checkpoints", use_async=config.checkpoint.use_async)
@@ -223,8 +258,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     old = ckpt.meta(latest)
     if old.get("base_fingerprint") != pipe.fingerprint:
       raise checkpointing.CheckpointMismatch(
-          f"{workdir} holds checkpoints of a run on another base model (fingerprint {old.get('base_fingerprint')}, "
-          f"this base is {pipe.fingerprint}); use a new --workdir")
+        f"{workdir} holds checkpoints of a run on another base model (fingerprint {old.get('base_fingerprint')}, "
+        f"this base is {pipe.fingerprint}); use a new --workdir"
+      )
     like = {"trainable": trainable, "opt_state": opt_state, "rng": jax.random.key_data(rng)}
     restored, _ = ckpt.restore(latest, like)
     trainable, opt_state = restored["trainable"], restored["opt_state"]
@@ -237,14 +273,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   sampler = sampling.Sampler(model, pipe.mask_token_id)
   full_state = lambda: nnx.merge_state(trainable, frozen)
   start, pending = time.perf_counter(), None
-  bar = tqdm(total=config.steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
-             disable=jax.process_index() != 0)
+  bar = tqdm(
+    total=config.steps, initial=step, desc="train", unit="step", dynamic_ncols=True, disable=jax.process_index() != 0
+  )
 
   def log(step_done, metrics):
     metrics = jax.device_get(metrics)
     if not metrics.pop("finite"):
-      raise TrainingDiverged(f"loss or gradients became NaN/Inf in the steps up to {step_done}; the last good "
-                             f"checkpoint is kept in {workdir / 'checkpoints'}; lower config.optimizer.learning_rate")
+      raise TrainingDiverged(
+        f"loss or gradients became NaN/Inf in the steps up to {step_done}; the last good "
+        f"checkpoint is kept in {workdir / 'checkpoints'}; lower config.optimizer.learning_rate"
+      )
     metrics = {k: float(v) for k, v in metrics.items()}
     bar.set_postfix(loss=f"{metrics['loss']:.4f}")
     writer.write(step_done, metrics)
@@ -266,8 +305,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         ckpt.save(step, {"trainable": trainable, "opt_state": opt_state, "rng": jax.random.key_data(rng)}, meta)
       if at(config.sample.every) and step < config.steps:
         pictures = sample_grid(pipe, sampler, full_state(), style, config, use_adapter)
-        images.save_png(images.grid(pictures, columns=len(config.sample.prompts)),
-                        workdir / "samples" / f"step_{step:06d}.png")
+        images.save_png(
+          images.grid(pictures, columns=len(config.sample.prompts)), workdir / "samples" / f"step_{step:06d}.png"
+        )
     if pending is not None:
       last = log(*pending)
   finally:
@@ -279,19 +319,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   # -- Export -----------------------------------------------------------------
   pictures = sample_grid(pipe, sampler, full_state(), style, config, use_adapter)
   images.save_png(images.grid(pictures, columns=len(config.sample.prompts)), workdir / "samples.png")
-  summary = {"steps": step, "train_seconds": round(train_seconds, 1), **last,
-             "base_fingerprint": pipe.fingerprint, "style_phrase": style.style_phrase}
+  summary = {
+    "steps": step,
+    "train_seconds": round(train_seconds, 1),
+    **last,
+    "base_fingerprint": pipe.fingerprint,
+    "style_phrase": style.style_phrase,
+  }
   if use_adapter:
     final = nnx.state(nnx.merge(graphdef, trainable, frozen), AdapterParam)
     st, _ = weights.write_adapter(final, {**meta, "step": step}, workdir / "adapter")
-    summary.update(adapter_parameters=int(sum(x.size for x in jax.tree.leaves(final))),
-                   adapter_bytes=st.stat().st_size)
+    summary.update(adapter_parameters=int(sum(x.size for x in jax.tree.leaves(final))), adapter_bytes=st.stat().st_size)
   weights.write_json(summary, workdir / "summary.json")
   return summary
 
 
 def main(argv):
   from absl import flags  # noqa: PLC0415
+
   del argv
   config = flags.FLAGS.config
   if config.get("distributed", False):
@@ -306,8 +351,8 @@ def entry():
   from ml_collections import config_flags  # noqa: PLC0415
 
   from muse_styledrop.cli import run_main  # noqa: PLC0415
-  config_flags.DEFINE_config_file("config", None, "A configs/*.py file, optionally with ':variant'.",
-                                  lock_config=True)
+
+  config_flags.DEFINE_config_file("config", None, "A configs/*.py file, optionally with ':variant'.", lock_config=True)
   flags.DEFINE_string("workdir", "", "Run directory; default runs/<config name>.")
   flags.mark_flags_as_required(["config"])
   run_main(main)

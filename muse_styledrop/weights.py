@@ -76,9 +76,11 @@ def weight_files(folder: Path, stem: str, variant: str | None = None) -> list[Pa
       return [folder / s for s in shards]
   pickles = sorted(p.name for p in folder.glob("*") if p.suffix in PICKLE_SUFFIXES) if folder.is_dir() else []
   if pickles:
-    raise WeightsError(f"{folder} holds only pickle weights ({pickles[0]}); we never unpickle files. Convert them "
-                       "to safetensors (e.g. load and save_pretrained(..., safe_serialization=True) in diffusers or "
-                       "transformers) or download the .safetensors files")
+    raise WeightsError(
+      f"{folder} holds only pickle weights ({pickles[0]}); we never unpickle files. Convert them "
+      "to safetensors (e.g. load and save_pretrained(..., safe_serialization=True) in diffusers or "
+      "transformers) or download the .safetensors files"
+    )
   raise WeightsError(f"no {stem}.safetensors (or sharded index) in {folder}; the model directory is incomplete")
 
 
@@ -138,19 +140,25 @@ def load_params(module: nnx.Module, tensors: Mapping[str, tuple[jax.Array, Path]
     expected[torch_key(path)] = (path, var)
   for key, (path, var) in expected.items():
     if key not in tensors:
-      raise WeightsError(f"{what}: weight {key!r} is missing from the checkpoint; the files do not match the "
-                         "config (wrong model directory or a truncated download)")
+      raise WeightsError(
+        f"{what}: weight {key!r} is missing from the checkpoint; the files do not match the "
+        "config (wrong model directory or a truncated download)"
+      )
     value, source = tensors[key]
     value = from_torch_layout(str(path[-1]), value)
     if tuple(value.shape) != tuple(var.shape):
-      raise WeightsError(f"{source}: weight {key!r} has shape {tuple(tensors[key][0].shape)} but the config implies "
-                         f"{tuple(to_torch_layout(str(path[-1]), jnp.zeros(var.shape)).shape)}; the config.json and "
-                         "the weights disagree")
+      raise WeightsError(
+        f"{source}: weight {key!r} has shape {tuple(tensors[key][0].shape)} but the config implies "
+        f"{tuple(to_torch_layout(str(path[-1]), jnp.zeros(var.shape)).shape)}; the config.json and "
+        "the weights disagree"
+      )
     var.set_value(value.astype(var.dtype))
   unknown = [k for k in tensors if k not in expected and not k.endswith(IGNORED_SOURCE_KEYS)]
   if unknown:
-    raise WeightsError(f"{tensors[unknown[0]][1]}: unknown weight {unknown[0]!r} (and {len(unknown) - 1} more) for "
-                       f"{what}; the checkpoint is for another architecture or config")
+    raise WeightsError(
+      f"{tensors[unknown[0]][1]}: unknown weight {unknown[0]!r} (and {len(unknown) - 1} more) for "
+      f"{what}; the checkpoint is for another architecture or config"
+    )
 
 
 def state_dict(module: nnx.Module, dtype=None) -> dict[str, jax.Array]:
@@ -212,14 +220,19 @@ def clip_config(d: Mapping[str, Any], where: Path) -> CLIPConfig:
   text = lambda sub: dataclasses.replace(TEXT_DEFAULTS, **_known(sub))
   vision = lambda sub: dataclasses.replace(VISION_DEFAULTS, **_known(sub))
   if kind == "clip":
-    return CLIPConfig(text=text(d.get("text_config") or {}), vision=vision(d.get("vision_config") or {}),
-                      projection_dim=d.get("projection_dim", 512), with_logit_scale=True)
+    return CLIPConfig(
+      text=text(d.get("text_config") or {}),
+      vision=vision(d.get("vision_config") or {}),
+      projection_dim=d.get("projection_dim", 512),
+      with_logit_scale=True,
+    )
   if kind == "clip_text_model":
     return CLIPConfig(text=text(d), projection_dim=d.get("projection_dim", 512))
   if kind == "clip_vision_model":
     return CLIPConfig(vision=vision(d), projection_dim=d.get("projection_dim", 512))
-  raise WeightsError(f"{where}: model_type {kind!r} is not a CLIP model (expected clip, clip_text_model or "
-                     "clip_vision_model)")
+  raise WeightsError(
+    f"{where}: model_type {kind!r} is not a CLIP model (expected clip, clip_text_model or clip_vision_model)"
+  )
 
 
 def _known(d: Mapping[str, Any]) -> dict:
@@ -239,21 +252,39 @@ def uvit_config_dict(c: UVitConfig) -> dict:
 
 def vq_config_dict(c: VQConfig) -> dict:
   n = len(c.block_out_channels)
-  return {"_class_name": "VQModel", **dataclasses.asdict(c), "down_block_types": ["DownEncoderBlock2D"] * n,
-          "up_block_types": ["UpDecoderBlock2D"] * n, "force_upcast": True, "scaling_factor": 0.18215}
+  return {
+    "_class_name": "VQModel",
+    **dataclasses.asdict(c),
+    "down_block_types": ["DownEncoderBlock2D"] * n,
+    "up_block_types": ["UpDecoderBlock2D"] * n,
+    "force_upcast": True,
+    "scaling_factor": 0.18215,
+  }
 
 
 def clip_config_dict(c: CLIPConfig) -> dict:
   tower = lambda t: {k: v for k, v in dataclasses.asdict(t).items()}
   if c.text is not None and c.vision is not None:
-    return {"model_type": "clip", "architectures": ["CLIPModel"], "projection_dim": c.projection_dim,
-            "text_config": {**tower(c.text), "model_type": "clip_text_model"},
-            "vision_config": {**tower(c.vision), "model_type": "clip_vision_model"}}
+    return {
+      "model_type": "clip",
+      "architectures": ["CLIPModel"],
+      "projection_dim": c.projection_dim,
+      "text_config": {**tower(c.text), "model_type": "clip_text_model"},
+      "vision_config": {**tower(c.vision), "model_type": "clip_vision_model"},
+    }
   if c.text is not None:
-    return {"model_type": "clip_text_model", "architectures": ["CLIPTextModelWithProjection"],
-            "projection_dim": c.projection_dim, **tower(c.text)}
-  return {"model_type": "clip_vision_model", "architectures": ["CLIPVisionModelWithProjection"],
-          "projection_dim": c.projection_dim, **tower(c.vision)}
+    return {
+      "model_type": "clip_text_model",
+      "architectures": ["CLIPTextModelWithProjection"],
+      "projection_dim": c.projection_dim,
+      **tower(c.text),
+    }
+  return {
+    "model_type": "clip_vision_model",
+    "architectures": ["CLIPVisionModelWithProjection"],
+    "projection_dim": c.projection_dim,
+    **tower(c.vision),
+  }
 
 
 # ----------------------------------------------------------------------------
@@ -274,22 +305,25 @@ def _build_and_load(ctor, folder: Path, stem: str, variant: str | None, param_dt
 def load_transformer(folder: Path, variant: str | None = None, param_dtype=jnp.float32) -> UVit2DModel:
   folder = Path(folder)
   config = uvit_config(read_json(folder / "config.json"), folder / "config.json")
-  return _build_and_load(lambda r, d: UVit2DModel(config, rngs=r, param_dtype=d), folder, DIFFUSERS_WEIGHTS,
-                         variant, param_dtype)
+  return _build_and_load(
+    lambda r, d: UVit2DModel(config, rngs=r, param_dtype=d), folder, DIFFUSERS_WEIGHTS, variant, param_dtype
+  )
 
 
 def load_vqvae(folder: Path, variant: str | None = None, param_dtype=jnp.float32) -> VQModel:
   folder = Path(folder)
   config = vq_config(read_json(folder / "config.json"), folder / "config.json")
-  return _build_and_load(lambda r, d: VQModel(config, rngs=r, param_dtype=d), folder, DIFFUSERS_WEIGHTS, variant,
-                         param_dtype)
+  return _build_and_load(
+    lambda r, d: VQModel(config, rngs=r, param_dtype=d), folder, DIFFUSERS_WEIGHTS, variant, param_dtype
+  )
 
 
 def load_clip(folder: Path, variant: str | None = None, param_dtype=jnp.float32) -> CLIPModel:
   folder = Path(folder)
   config = clip_config(read_json(folder / "config.json"), folder / "config.json")
-  return _build_and_load(lambda r, d: CLIPModel(config, rngs=r, param_dtype=d), folder, TRANSFORMERS_WEIGHTS,
-                         variant, param_dtype)
+  return _build_and_load(
+    lambda r, d: CLIPModel(config, rngs=r, param_dtype=d), folder, TRANSFORMERS_WEIGHTS, variant, param_dtype
+  )
 
 
 def save_transformer(model: UVit2DModel, folder: Path, dtype=None) -> None:
@@ -334,8 +368,9 @@ def read_adapter(path: Path) -> tuple[dict[str, jax.Array], dict]:
     path = path / "adapter.safetensors"
   st, js = path.with_suffix(".safetensors"), path.with_suffix(".json")
   if not st.is_file() or not js.is_file():
-    raise WeightsError(f"no adapter at {path}: expected {st.name} and {js.name} side by side (a finished training "
-                       "workdir has both)")
+    raise WeightsError(
+      f"no adapter at {path}: expected {st.name} and {js.name} side by side (a finished training workdir has both)"
+    )
   meta = read_json(js)
   if meta.get("format") != ADAPTER_FORMAT:
     raise WeightsError(f"{js} is not a muse_styledrop adapter (format {meta.get('format')!r})")

@@ -12,4 +12,5 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 def amused_dir(tmp_path_factory):
   """A tiny random aMUSEd directory written by diffusers itself."""
   import reference
+
   return reference.amused_dir(tmp_path_factory.mktemp("models") / "amused-tiny")

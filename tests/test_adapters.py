@@ -10,16 +10,33 @@ from muse_styledrop.models import adapters, presets
 from muse_styledrop.models.adapters import AdapterConfig, AdapterParam
 from muse_styledrop.models.uvit import UVit2DModel, UVitConfig
 
-TINY = UVitConfig(hidden_size=32, cond_embed_dim=16, micro_cond_encode_dim=4, micro_cond_embed_dim=20,
-                  encoder_hidden_size=16, vocab_size=41, codebook_size=40, in_channels=12, block_out_channels=16,
-                  num_res_blocks=1, block_num_heads=2, num_hidden_layers=3, num_attention_heads=4,
-                  intermediate_size=40, sample_size=4)
+TINY = UVitConfig(
+  hidden_size=32,
+  cond_embed_dim=16,
+  micro_cond_encode_dim=4,
+  micro_cond_embed_dim=20,
+  encoder_hidden_size=16,
+  vocab_size=41,
+  codebook_size=40,
+  in_channels=12,
+  block_out_channels=16,
+  num_res_blocks=1,
+  block_num_heads=2,
+  num_hidden_layers=3,
+  num_attention_heads=4,
+  intermediate_size=40,
+  sample_size=4,
+)
 
 
 def inputs(b=3, seed=0):
   k = jax.random.split(jax.random.key(seed), 3)
-  return (jax.random.randint(k[0], (b, 4, 4), 0, 41), jax.random.normal(k[1], (b, 5, 16)),
-          jax.random.normal(k[2], (b, 16)), jnp.tile(jnp.asarray([[32.0, 32.0, 0, 0, 6]]), (b, 1)))
+  return (
+    jax.random.randint(k[0], (b, 4, 4), 0, 41),
+    jax.random.normal(k[1], (b, 5, 16)),
+    jax.random.normal(k[2], (b, 16)),
+    jnp.tile(jnp.asarray([[32.0, 32.0, 0, 0, 6]]), (b, 1)),
+  )
 
 
 def randomize_adapters(model, seed=1):
@@ -28,8 +45,9 @@ def randomize_adapters(model, seed=1):
   nnx.update(model, jax.tree.map(lambda x: 0.05 * jax.random.normal(next(keys), x.shape), state))
 
 
-@pytest.mark.parametrize("config", [AdapterConfig(), AdapterConfig(hidden=8, shared=False),
-                                    AdapterConfig(kind="lora", rank=4)])
+@pytest.mark.parametrize(
+  "config", [AdapterConfig(), AdapterConfig(hidden=8, shared=False), AdapterConfig(kind="lora", rank=4)]
+)
 def test_fresh_adapter_leaves_logits_bitwise_equal(config):
   model = UVit2DModel(TINY, rngs=nnx.Rngs(0))
   base = model(*inputs())
@@ -57,8 +75,9 @@ def test_paper_adapter_sizes_at_full_scale():
   """Round 1 (H=4, shared) and round 2 (H=32, unshared) at aMUSEd-256 size; the formula is the paper's."""
   c = presets.AMUSED_256_TRANSFORMER
   for config, expected in [
-      (AdapterConfig(hidden=4, shared=True), 2 * (2 * c.hidden_size * 4) + 2 * c.num_hidden_layers * (4 + 1024)),
-      (AdapterConfig(hidden=32, shared=False), 2 * c.num_hidden_layers * 2 * c.hidden_size * 32)]:
+    (AdapterConfig(hidden=4, shared=True), 2 * (2 * c.hidden_size * 4) + 2 * c.num_hidden_layers * (4 + 1024)),
+    (AdapterConfig(hidden=32, shared=False), 2 * c.num_hidden_layers * 2 * c.hidden_size * 32),
+  ]:
     model = nnx.eval_shape(lambda config=config: _with_adapters(c, config))
     assert adapters.count(model) == expected
   # Muse-3B (48 layers, width 2048), the paper's 0.23M and 12.6M:

@@ -13,8 +13,15 @@ def run(*args, cwd=None):
 
 def test_sample_writes_pngs_and_a_grid(amused_dir, tmp_path):
   out = tmp_path / "samples"
-  result = run("muse_styledrop.sample", f"--base_model={amused_dir}", "--prompt=a red cat", "--prompt=a house",
-               "--num_images=2", "--steps=4", f"--out={out}")
+  result = run(
+    "muse_styledrop.sample",
+    f"--base_model={amused_dir}",
+    "--prompt=a red cat",
+    "--prompt=a house",
+    "--num_images=2",
+    "--steps=4",
+    f"--out={out}",
+  )
   assert result.returncode == 0, result.stderr
   names = sorted(p.name for p in out.iterdir())
   assert names == ["grid.png", "image_000.png", "image_001.png", "image_002.png", "image_003.png"]
@@ -51,16 +58,30 @@ def test_adapter_for_another_base_is_refused(amused_dir, tmp_path):
   from muse_styledrop import weights
   from muse_styledrop.models.adapters import AdapterConfig, AdapterParam
   from muse_styledrop.pipeline import Pipeline
+
   pipe = Pipeline.from_pretrained(amused_dir)
   pipe.transformer.attach_adapters(AdapterConfig(), nnx.Rngs(0))
-  weights.write_adapter(nnx.state(pipe.transformer, AdapterParam),
-                        {"base_fingerprint": pipe.fingerprint, "adapter": {"hidden": 4}}, tmp_path / "adapter")
+  weights.write_adapter(
+    nnx.state(pipe.transformer, AdapterParam),
+    {"base_fingerprint": pipe.fingerprint, "adapter": {"hidden": 4}},
+    tmp_path / "adapter",
+  )
   other = reference.amused_dir(tmp_path / "other", uvit_overrides={"num_hidden_layers": 3})
-  ok = run("muse_styledrop.sample", f"--base_model={amused_dir}", f"--adapter={tmp_path / 'adapter.safetensors'}",
-           "--steps=2", f"--out={tmp_path / 'ok'}")
+  ok = run(
+    "muse_styledrop.sample",
+    f"--base_model={amused_dir}",
+    f"--adapter={tmp_path / 'adapter.safetensors'}",
+    "--steps=2",
+    f"--out={tmp_path / 'ok'}",
+  )
   assert ok.returncode == 0, ok.stderr
-  bad = run("muse_styledrop.sample", f"--base_model={other}", f"--adapter={tmp_path / 'adapter.safetensors'}",
-            "--steps=2", f"--out={tmp_path / 'bad'}")
+  bad = run(
+    "muse_styledrop.sample",
+    f"--base_model={other}",
+    f"--adapter={tmp_path / 'adapter.safetensors'}",
+    "--steps=2",
+    f"--out={tmp_path / 'bad'}",
+  )
   assert bad.returncode == 2
   assert "trained on another base model" in bad.stderr.strip().splitlines()[-1]
   assert not (tmp_path / "bad").exists()

@@ -25,6 +25,7 @@ def count(state):
 def test_full_size_parameter_counts_equal_diffusers():
   from diffusers import UVit2DModel as TorchUVit
   from diffusers import VQModel as TorchVQ
+
   for config in (presets.AMUSED_256_TRANSFORMER, presets.AMUSED_512_TRANSFORMER):
     ours = nnx.eval_shape(lambda c=config: UVit2DModel(c, rngs=nnx.Rngs(0)))
     with torch.device("meta"):
@@ -35,16 +36,27 @@ def test_full_size_parameter_counts_equal_diffusers():
   ours = nnx.eval_shape(lambda: VQModel(vq, rngs=nnx.Rngs(0)))
   n = len(vq.block_out_channels)
   with torch.device("meta"):
-    ref = TorchVQ(block_out_channels=vq.block_out_channels, layers_per_block=2, latent_channels=64,
-                  num_vq_embeddings=8192, norm_num_groups=32, down_block_types=("DownEncoderBlock2D",) * n,
-                  up_block_types=("UpDecoderBlock2D",) * n, mid_block_add_attention=False)
+    ref = TorchVQ(
+      block_out_channels=vq.block_out_channels,
+      layers_per_block=2,
+      latent_channels=64,
+      num_vq_embeddings=8192,
+      norm_num_groups=32,
+      down_block_types=("DownEncoderBlock2D",) * n,
+      up_block_types=("UpDecoderBlock2D",) * n,
+      mid_block_add_attention=False,
+    )
   assert count(nnx.state(ours, nnx.Param)) == sum(p.numel() for p in ref.parameters())
 
 
 def test_one_full_size_forward_runs_on_cpu():
   model = UVit2DModel(presets.AMUSED_256_TRANSFORMER, rngs=nnx.Rngs(0))
   forward = frozen_jit(lambda m, *a: m(*a), model)
-  logits = forward(jnp.full((1, 16, 16), 8255), jnp.zeros((1, 77, 768)), jnp.zeros((1, 768)),
-                   jnp.asarray([[256.0, 256.0, 0.0, 0.0, 6.0]]))
+  logits = forward(
+    jnp.full((1, 16, 16), 8255),
+    jnp.zeros((1, 77, 768)),
+    jnp.zeros((1, 768)),
+    jnp.asarray([[256.0, 256.0, 0.0, 0.0, 6.0]]),
+  )
   assert logits.shape == (1, 16, 16, 8192)
   assert bool(jnp.isfinite(logits).all())

@@ -13,11 +13,14 @@ def rel_err(ours, ref):
   return float(np.abs(np.asarray(ours) - ref).max() / (np.abs(ref).max() + 1e-12))
 
 
-@pytest.mark.parametrize("variant,grid", [
+@pytest.mark.parametrize(
+  "variant,grid",
+  [
     ("amused-256-like", (4, 4)),
-    ("amused-512-like", (8, 8)),   # 2x2 down/upsampling around the transformer
+    ("amused-512-like", (8, 8)),  # 2x2 down/upsampling around the transformer
     ("non-square", (4, 6)),
-])
+  ],
+)
 def test_transformer_logits_match_diffusers(tmp_path, variant, grid):
   overrides = reference.UVIT_TINY_512 if variant == "amused-512-like" else {}
   torch_model = reference.uvit(**overrides)

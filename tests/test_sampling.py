@@ -13,6 +13,7 @@ from muse_styledrop.pipeline import Pipeline
 @pytest.mark.parametrize("num_steps,seq_len", [(12, 256), (36, 256), (8, 24)])
 def test_masked_counts_follow_amused_scheduler(num_steps, seq_len):
   from diffusers import AmusedScheduler
+
   mask_id, vocab = 99, 16
   scheduler = AmusedScheduler(mask_token_id=mask_id)
   scheduler.set_timesteps(num_steps, temperature=(0.0, 0.0))
@@ -31,6 +32,7 @@ def test_masked_counts_follow_amused_scheduler(num_steps, seq_len):
 
 def test_remasked_positions_follow_amused_scheduler():
   from diffusers.schedulers.scheduling_amused import mask_by_random_topk
+
   g = torch.Generator().manual_seed(1)
   probs = torch.rand(3, 50, generator=g)
   mask_len = torch.tensor([[1], [17], [49]])
@@ -82,8 +84,13 @@ def test_generate_traces_once_and_fills_every_token(amused_dir):
     assert tokens.shape == (2, 4, 4)
     assert ((tokens >= 0) & (tokens < pipe.transformer.config.codebook_size)).all()
   assert not np.array_equal(outs[0], outs[1])
-  same = pipe.sampler(sampling.classifier_free(text, pooled, neg_text, neg_pooled, micro, 2.0), jax.random.key(0),
-                      (4, 4), num_steps=6, temperature=(4.5, 0.0))
+  same = pipe.sampler(
+    sampling.classifier_free(text, pooled, neg_text, neg_pooled, micro, 2.0),
+    jax.random.key(0),
+    (4, 4),
+    num_steps=6,
+    temperature=(4.5, 0.0),
+  )
   np.testing.assert_array_equal(same, outs[0])  # a seed reproduces its image
 
 
@@ -91,6 +98,7 @@ def test_known_tokens_survive_generation(amused_dir):
   pipe = Pipeline.from_pretrained(amused_dir)
   text, pooled, micro = prompts(pipe, ["a red cat"])
   init = jnp.full((1, 4, 4), pipe.mask_token_id).at[0, 0, 0].set(7).at[0, 2, 3].set(11)
-  tokens = pipe.sampler(sampling.unguided(text, pooled, micro), jax.random.key(0), (4, 4), num_steps=4,
-                        init_tokens_BHW=init)
+  tokens = pipe.sampler(
+    sampling.unguided(text, pooled, micro), jax.random.key(0), (4, 4), num_steps=4, init_tokens_BHW=init
+  )
   assert tokens[0, 0, 0] == 7 and tokens[0, 2, 3] == 11

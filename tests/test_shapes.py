@@ -32,8 +32,10 @@ def test_every_style_draws_the_same_scene_differently():
 
 
 def test_every_shape_is_drawn_differently():
-  pictures = {s: shapes.render(Scene((Obj(s, "red", "large", "center"),), "white"), "flat", 0).astype(float)
-              for s in shapes.SHAPES}
+  pictures = {
+    s: shapes.render(Scene((Obj(s, "red", "large", "center"),), "white"), "flat", 0).astype(float)
+    for s in shapes.SHAPES
+  }
   for a, b in itertools.combinations(shapes.SHAPES, 2):
     assert np.abs(pictures[a] - pictures[b]).mean() > 1.0, (a, b)
 

@@ -62,8 +62,7 @@ def test_training_changes_only_the_adapter(amused_dir, style_image, tmp_path):
   assert tensors and all(k.startswith("adapters.") for k in tensors)  # no base weight in the export
   assert np.abs(np.asarray(tensors["adapters.ff.wu"])).max() > 0  # Wu left zero: it trained
   assert meta["base_fingerprint"] == before.fingerprint
-  for name in ("checkpoints", "adapter.safetensors", "adapter.json", "samples.png", "summary.json",
-               "metrics.jsonl"):
+  for name in ("checkpoints", "adapter.safetensors", "adapter.json", "samples.png", "summary.json", "metrics.jsonl"):
     assert (tmp_path / name).exists(), name
   assert summary["adapter_parameters"] == sum(int(np.prod(v.shape)) for v in tensors.values())
 
@@ -83,10 +82,14 @@ def test_frozen_weights_stay_bitwise_equal_and_have_no_optimizer_state(amused_di
   assert n_opt <= 2 * n_adapter + 8  # Adam's two moments of the adapter (+ counters), nothing of the base
   tokens = jax.random.randint(jax.random.key(0), (3, 4, 4), 0, 40)
   text, pooled = pipe.encode_prompts(["a red cat in watercolor painting style"])
-  data = train.StyleData(tokens, jnp.zeros((3,), jnp.int32), text, pooled, text[0] * 0, pooled[0] * 0,
-                         pipe.micro_conds(1, 16, 16)[0])
-  steps = jax.jit(train.make_train_steps(graphdef, tx, steps=4, batch_size=2, mask_id=pipe.mask_token_id,
-                                         text_dropout=0.1, use_adapter=True))
+  data = train.StyleData(
+    tokens, jnp.zeros((3,), jnp.int32), text, pooled, text[0] * 0, pooled[0] * 0, pipe.micro_conds(1, 16, 16)[0]
+  )
+  steps = jax.jit(
+    train.make_train_steps(
+      graphdef, tx, steps=4, batch_size=2, mask_id=pipe.mask_token_id, text_dropout=0.1, use_adapter=True
+    )
+  )
   new_trainable, _, _, metrics = steps(trainable, frozen, opt_state, jax.random.key(1), data)
   assert bool(metrics["finite"])
   jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, frozen), frozen_before)
@@ -120,8 +123,8 @@ def test_eight_devices_match_one(amused_dir, style_image, tmp_path):
   assert jax.device_count() == 8, "conftest sets --xla_force_host_platform_device_count=8"
   one = train.train_and_evaluate(config_for(amused_dir, style_image, steps=10, batch_size=8), tmp_path / "one")
   eight = train.train_and_evaluate(
-      config_for(amused_dir, style_image, steps=10, batch_size=8, mesh=dict(data=2, fsdp=4, model=1)),
-      tmp_path / "eight")
+    config_for(amused_dir, style_image, steps=10, batch_size=8, mesh=dict(data=2, fsdp=4, model=1)), tmp_path / "eight"
+  )
   losses = lambda d: [json.loads(line)["loss"] for line in (d / "metrics.jsonl").read_text().splitlines()]
   np.testing.assert_allclose(losses(tmp_path / "eight"), losses(tmp_path / "one"), rtol=1e-5, atol=1e-5)
   a, _ = weights.read_adapter(tmp_path / "one")
@@ -134,13 +137,25 @@ def test_eight_devices_match_one(amused_dir, style_image, tmp_path):
 def test_killed_run_resumes_to_the_same_adapter(amused_dir, style_image, tmp_path):
   import signal
   import time
+
   uninterrupted = tmp_path / "straight"
   train.train_and_evaluate(config_for(amused_dir, style_image, steps=40, steps_per_call=5), uninterrupted)
   resumed = tmp_path / "resumed"
-  cmd = [sys.executable, "-m", "muse_styledrop.train", f"--config={CONFIG}:runlocal", f"--workdir={resumed}",
-         f"--config.base_model={amused_dir}", f"--config.style_images={style_image}",
-         "--config.content_prompts=a house", "--config.mesh.data=1", "--config.checkpoint.use_async=False",
-         "--config.optimizer.learning_rate=0.003", "--config.steps=40", "--config.steps_per_call=5"]
+  cmd = [
+    sys.executable,
+    "-m",
+    "muse_styledrop.train",
+    f"--config={CONFIG}:runlocal",
+    f"--workdir={resumed}",
+    f"--config.base_model={amused_dir}",
+    f"--config.style_images={style_image}",
+    "--config.content_prompts=a house",
+    "--config.mesh.data=1",
+    "--config.checkpoint.use_async=False",
+    "--config.optimizer.learning_rate=0.003",
+    "--config.steps=40",
+    "--config.steps_per_call=5",
+  ]
   # SIGKILL the run as soon as its first checkpoint (step 10) is on disk.
   process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   deadline = time.time() + 300
@@ -162,9 +177,11 @@ def test_killed_run_resumes_to_the_same_adapter(amused_dir, style_image, tmp_pat
 
 def test_workdir_of_another_base_is_refused(amused_dir, style_image, tmp_path):
   import reference
+
   train.train_and_evaluate(config_for(amused_dir, style_image, steps=10), tmp_path / "run")
   other = reference.amused_dir(tmp_path / "other-base", uvit_overrides={"num_hidden_layers": 3})
   from muse_styledrop.checkpointing import CheckpointMismatch
+
   with pytest.raises(CheckpointMismatch, match="another base model"):
     train.train_and_evaluate(config_for(other, style_image, steps=20), tmp_path / "run")
 
@@ -191,6 +208,7 @@ def test_full_size_round1_adapter_file_is_small_and_holds_no_base_weight(tmp_pat
 def test_bad_style_input_is_a_clear_error_and_writes_nothing(amused_dir, style_image, tmp_path, case):
   from muse_styledrop.data import StyleSetError
   from muse_styledrop.images import ImageError
+
   c = config_for(amused_dir, style_image, steps=10)
   if case == "missing":
     c.style_images, error, match = str(tmp_path / "nope.png"), ImageError, "does not exist"
@@ -211,6 +229,7 @@ def test_bad_style_input_is_a_clear_error_and_writes_nothing(amused_dir, style_i
 
 def test_style_folder_with_captions(tmp_path, style_image):
   from muse_styledrop.data import resolve_style_set
+
   folder = tmp_path / "set"
   folder.mkdir()
   for name in ("b.png", "a.jpg"):
@@ -222,11 +241,23 @@ def test_style_folder_with_captions(tmp_path, style_image):
 
 
 def test_unknown_config_key_is_one_line_and_nonzero(tmp_path):
-  result = subprocess.run([sys.executable, "-m", "muse_styledrop.train", f"--config={CONFIG}:runlocal",
-                           "--config.stepz=3", f"--workdir={tmp_path / 'run'}"], capture_output=True, text=True)
+  result = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "muse_styledrop.train",
+      f"--config={CONFIG}:runlocal",
+      "--config.stepz=3",
+      f"--workdir={tmp_path / 'run'}",
+    ],
+    capture_output=True,
+    text=True,
+  )
   assert result.returncode != 0
-  assert result.stderr.strip().splitlines()[-1] == ("error: unknown config field 'stepz' in a --config override "
-                                                    "(did you mean 'steps'?); the config file lists every field")
+  assert result.stderr.strip().splitlines()[-1] == (
+    "error: unknown config field 'stepz' in a --config override "
+    "(did you mean 'steps'?); the config file lists every field"
+  )
   assert not (tmp_path / "run").exists()
 
 

@@ -22,8 +22,12 @@ def uvit_dir(tmp_path):
 
 def forward_inputs(b=2, h=4, w=4):
   g = torch.Generator().manual_seed(0)
-  return (torch.randint(0, 41, (b, h, w), generator=g), torch.randn(b, 5, 16, generator=g),
-          torch.randn(b, 16, generator=g), torch.tensor([[256.0, 256.0, 0.0, 0.0, 6.0]] * b))
+  return (
+    torch.randint(0, 41, (b, h, w), generator=g),
+    torch.randn(b, 5, 16, generator=g),
+    torch.randn(b, 16, generator=g),
+    torch.tensor([[256.0, 256.0, 0.0, 0.0, 6.0]] * b),
+  )
 
 
 def ours_logits(model, inputs):
@@ -53,6 +57,7 @@ def test_sharded_checkpoint_loads(tmp_path):
 
 def test_written_transformer_loads_in_diffusers(uvit_dir, tmp_path):
   from diffusers import UVit2DModel
+
   torch_model, folder = uvit_dir
   ours = weights.load_transformer(folder)
   weights.save_transformer(ours, tmp_path / "out")
@@ -63,6 +68,7 @@ def test_written_transformer_loads_in_diffusers(uvit_dir, tmp_path):
 
 def test_written_pipeline_loads_in_diffusers_and_back(amused_dir, tmp_path):
   from diffusers import AmusedPipeline
+
   ours = Pipeline.from_pretrained(amused_dir)
   ours.save_pretrained(tmp_path / "copy")
   pipe = AmusedPipeline.from_pretrained(tmp_path / "copy")
@@ -80,13 +86,17 @@ def test_shape_mismatch_names_file_and_key(uvit_dir):
   config = json.loads((folder / "config.json").read_text())
   config["intermediate_size"] = 48
   (folder / "config.json").write_text(json.dumps(config))
-  with pytest.raises(weights.WeightsError, match=r"diffusion_pytorch_model.safetensors: weight "
-                                                  r"'transformer_layers.0.ff.net.0.proj.weight' has shape"):
+  with pytest.raises(
+    weights.WeightsError,
+    match=r"diffusion_pytorch_model.safetensors: weight "
+    r"'transformer_layers.0.ff.net.0.proj.weight' has shape",
+  ):
     weights.load_transformer(folder)
 
 
 def test_unknown_key_is_an_error(uvit_dir):
   from safetensors.torch import load_file, save_file
+
   _, folder = uvit_dir
   path = folder / "diffusion_pytorch_model.safetensors"
   tensors = load_file(path)
@@ -98,6 +108,7 @@ def test_unknown_key_is_an_error(uvit_dir):
 
 def test_missing_key_is_an_error(uvit_dir):
   from safetensors.torch import load_file, save_file
+
   _, folder = uvit_dir
   path = folder / "diffusion_pytorch_model.safetensors"
   tensors = load_file(path)

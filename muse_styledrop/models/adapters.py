@@ -40,11 +40,11 @@ class AdapterConfig:
   """What to train: the paper's bottleneck adapter (default) or LoRA."""
 
   kind: Literal["bottleneck", "lora"] = "bottleneck"
-  hidden: int = 4          # bottleneck width H (paper: 4 round 1, 32 round 2)
-  shared: bool = True      # one generator for all layers + per-layer offsets (round 1) or one per layer
-  rank: int = 16           # LoRA rank
-  alpha: float = 16.0      # LoRA scale numerator
-  bank_size: int = 1       # K adapters that can be selected per example
+  hidden: int = 4  # bottleneck width H (paper: 4 round 1, 32 round 2)
+  shared: bool = True  # one generator for all layers + per-layer offsets (round 1) or one per layer
+  rank: int = 16  # LoRA rank
+  alpha: float = 16.0  # LoRA scale numerator
+  bank_size: int = 1  # K adapters that can be selected per example
 
   def __post_init__(self):
     if self.kind not in ("bottleneck", "lora"):
@@ -138,14 +138,18 @@ class LoRAAdapters(nnx.Module):
 
   def __init__(self, config: AdapterConfig, targets: dict[str, tuple[int, int, int]], *, rngs: nnx.Rngs):
     self.scale = config.alpha / config.rank
-    self.projections = nnx.Dict({
+    self.projections = nnx.Dict(
+      {
         name.replace(".", "_"): LoRAProjection(config.bank_size, *dims, config.rank, rngs=rngs)
-        for name, dims in targets.items()})
+        for name, dims in targets.items()
+      }
+    )
 
   def site(self, name: str) -> LoRASite:
     p = self.projections[name.replace(".", "_")]
-    return LoRASite({n: getattr(p, f"{n}_a")[...] for n in "qkv"}, {n: getattr(p, f"{n}_b")[...] for n in "qkv"},
-                    self.scale)
+    return LoRASite(
+      {n: getattr(p, f"{n}_a")[...] for n in "qkv"}, {n: getattr(p, f"{n}_b")[...] for n in "qkv"}, self.scale
+    )
 
 
 def adapter_params(module: nnx.Module) -> nnx.State:

@@ -93,8 +93,9 @@ class CLIPEncoder(nnx.Module):
   """A stack of layers that also returns the input to the last one (the penultimate hidden states)."""
 
   def __init__(self, c: TowerConfig, *, rngs: nnx.Rngs, dtype=None, param_dtype=jnp.float32):
-    self.layers = nnx.List([CLIPEncoderLayer(c, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-                            for _ in range(c.num_hidden_layers)])
+    self.layers = nnx.List(
+      [CLIPEncoderLayer(c, rngs=rngs, dtype=dtype, param_dtype=param_dtype) for _ in range(c.num_hidden_layers)]
+    )
 
   def __call__(self, x, mask=None):
     penultimate = x
@@ -107,8 +108,7 @@ class CLIPEncoder(nnx.Module):
 class CLIPTextEmbeddings(nnx.Module):
   def __init__(self, c: TowerConfig, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
     self.token_embedding = nnx.Embed(c.vocab_size, c.hidden_size, param_dtype=param_dtype, rngs=rngs)
-    self.position_embedding = nnx.Embed(c.max_position_embeddings, c.hidden_size, param_dtype=param_dtype,
-                                        rngs=rngs)
+    self.position_embedding = nnx.Embed(c.max_position_embeddings, c.hidden_size, param_dtype=param_dtype, rngs=rngs)
 
   def __call__(self, ids_BT):
     return self.token_embedding(ids_BT) + self.position_embedding.embedding[: ids_BT.shape[1]][None]
@@ -116,9 +116,9 @@ class CLIPTextEmbeddings(nnx.Module):
 
 @dataclasses.dataclass
 class TextOutput:
-  last_hidden_BTD: jax.Array      # after the final layer norm
-  penultimate_BTD: jax.Array      # hidden_states[-2]: what aMUSEd cross-attends to
-  pooled_BD: jax.Array            # final-norm state at the end-of-text token
+  last_hidden_BTD: jax.Array  # after the final layer norm
+  penultimate_BTD: jax.Array  # hidden_states[-2]: what aMUSEd cross-attends to
+  pooled_BD: jax.Array  # final-norm state at the end-of-text token
 
 
 class CLIPTextTransformer(nnx.Module):
@@ -149,10 +149,10 @@ class CLIPVisionEmbeddings(nnx.Module):
   def __init__(self, c: TowerConfig, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
     d = c.hidden_size
     self.class_embedding = nnx.Param(jax.random.normal(rngs.params(), (d,), param_dtype) * d**-0.5)
-    self.patch_embedding = conv(c.num_channels, d, c.patch_size, stride=c.patch_size, bias=False, rngs=rngs,
-                                param_dtype=param_dtype)
-    self.position_embedding = nnx.Embed((c.image_size // c.patch_size) ** 2 + 1, d, param_dtype=param_dtype,
-                                        rngs=rngs)
+    self.patch_embedding = conv(
+      c.num_channels, d, c.patch_size, stride=c.patch_size, bias=False, rngs=rngs, param_dtype=param_dtype
+    )
+    self.position_embedding = nnx.Embed((c.image_size // c.patch_size) ** 2 + 1, d, param_dtype=param_dtype, rngs=rngs)
 
   def __call__(self, pixels_BHWC):
     patches = self.patch_embedding(pixels_BHWC)

@@ -23,31 +23,69 @@ def linear(d_in: int, d_out: int, *, bias: bool, rngs: nnx.Rngs, dtype=None, par
   return nnx.Linear(d_in, d_out, use_bias=bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
 
-def conv(c_in: int, c_out: int, kernel: int, *, rngs: nnx.Rngs, stride: int = 1, padding=0,
-         groups: int = 1, bias: bool = True, dtype=None, param_dtype=jnp.float32):
+def conv(
+  c_in: int,
+  c_out: int,
+  kernel: int,
+  *,
+  rngs: nnx.Rngs,
+  stride: int = 1,
+  padding=0,
+  groups: int = 1,
+  bias: bool = True,
+  dtype=None,
+  param_dtype=jnp.float32,
+):
   """An NHWC convolution with PyTorch's explicit symmetric padding."""
   pad = ((padding, padding), (padding, padding)) if isinstance(padding, int) else padding
-  return nnx.Conv(c_in, c_out, (kernel, kernel), strides=stride, padding=pad, feature_group_count=groups,
-                  use_bias=bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+  return nnx.Conv(
+    c_in,
+    c_out,
+    (kernel, kernel),
+    strides=stride,
+    padding=pad,
+    feature_group_count=groups,
+    use_bias=bias,
+    dtype=dtype,
+    param_dtype=param_dtype,
+    rngs=rngs,
+  )
 
 
 def rms_norm(dim: int, eps: float, affine: bool = True, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
   """diffusers' RMSNorm: x / sqrt(mean(x^2) + eps) * weight, statistics in fp32."""
-  return nnx.RMSNorm(dim, epsilon=eps, use_scale=affine, use_fast_variance=False, dtype=jnp.float32,
-                     param_dtype=param_dtype, rngs=rngs)
+  return nnx.RMSNorm(
+    dim, epsilon=eps, use_scale=affine, use_fast_variance=False, dtype=jnp.float32, param_dtype=param_dtype, rngs=rngs
+  )
 
 
-def layer_norm(dim: int, eps: float, *, affine: bool = True, bias: bool = True, rngs: nnx.Rngs,
-               param_dtype=jnp.float32):
+def layer_norm(
+  dim: int, eps: float, *, affine: bool = True, bias: bool = True, rngs: nnx.Rngs, param_dtype=jnp.float32
+):
   """torch.nn.LayerNorm with optional weight and bias, statistics in fp32."""
-  return nnx.LayerNorm(dim, epsilon=eps, use_scale=affine, use_bias=affine and bias, use_fast_variance=False,
-                       dtype=jnp.float32, param_dtype=param_dtype, rngs=rngs)
+  return nnx.LayerNorm(
+    dim,
+    epsilon=eps,
+    use_scale=affine,
+    use_bias=affine and bias,
+    use_fast_variance=False,
+    dtype=jnp.float32,
+    param_dtype=param_dtype,
+    rngs=rngs,
+  )
 
 
 def group_norm(channels: int, groups: int, eps: float, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
   """torch.nn.GroupNorm over NHWC, statistics in fp32."""
-  return nnx.GroupNorm(channels, num_groups=groups, epsilon=eps, use_fast_variance=False, dtype=jnp.float32,
-                       param_dtype=param_dtype, rngs=rngs)
+  return nnx.GroupNorm(
+    channels,
+    num_groups=groups,
+    epsilon=eps,
+    use_fast_variance=False,
+    dtype=jnp.float32,
+    param_dtype=param_dtype,
+    rngs=rngs,
+  )
 
 
 def gelu(x):
@@ -61,12 +99,12 @@ def quick_gelu(x):
 
 
 ACTIVATIONS = {
-    "gelu": gelu,
-    "quick_gelu": quick_gelu,
-    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
-    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-    "silu": jax.nn.silu,
-    "relu": jax.nn.relu,
+  "gelu": gelu,
+  "quick_gelu": quick_gelu,
+  "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+  "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+  "silu": jax.nn.silu,
+  "relu": jax.nn.relu,
 }
 
 
@@ -102,8 +140,19 @@ def attention(q_BLNH, k_BTNH, v_BTNH, mask_BQK=None):
 class Attention(nnx.Module):
   """diffusers `Attention` without norms: q from x, k/v from a context (self-attention when None)."""
 
-  def __init__(self, dim: int, heads: int, head_dim: int, *, context_dim: int | None = None, bias: bool = False,
-               out_bias: bool = True, rngs: nnx.Rngs, dtype=None, param_dtype=jnp.float32):
+  def __init__(
+    self,
+    dim: int,
+    heads: int,
+    head_dim: int,
+    *,
+    context_dim: int | None = None,
+    bias: bool = False,
+    out_bias: bool = True,
+    rngs: nnx.Rngs,
+    dtype=None,
+    param_dtype=jnp.float32,
+  ):
     inner = heads * head_dim
     context_dim = dim if context_dim is None else context_dim
     kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
@@ -141,11 +190,11 @@ class GEGLU(nnx.Module):
 class FeedForward(nnx.Module):
   """diffusers `FeedForward` with a GEGLU activation: net = [GEGLU, Dropout, Linear]."""
 
-  def __init__(self, dim: int, inner: int, *, bias: bool, dropout: float = 0.0, rngs: nnx.Rngs, dtype=None,
-               param_dtype=jnp.float32):
+  def __init__(
+    self, dim: int, inner: int, *, bias: bool, dropout: float = 0.0, rngs: nnx.Rngs, dtype=None, param_dtype=jnp.float32
+  ):
     kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-    self.net = nnx.List([GEGLU(dim, inner, bias=bias, **kw), nnx.Dropout(dropout),
-                         linear(inner, dim, bias=bias, **kw)])
+    self.net = nnx.List([GEGLU(dim, inner, bias=bias, **kw), nnx.Dropout(dropout), linear(inner, dim, bias=bias, **kw)])
 
   def __call__(self, x):
     for layer in self.net:
@@ -156,8 +205,19 @@ class FeedForward(nnx.Module):
 class AdaLayerNormContinuous(nnx.Module):
   """Norm whose scale and shift come from a conditioning vector: norm(x) * (1 + scale) + shift."""
 
-  def __init__(self, dim: int, cond_dim: int, *, eps: float, affine: bool, bias: bool, kind: str,
-               rngs: nnx.Rngs, dtype=None, param_dtype=jnp.float32):
+  def __init__(
+    self,
+    dim: int,
+    cond_dim: int,
+    *,
+    eps: float,
+    affine: bool,
+    bias: bool,
+    kind: str,
+    rngs: nnx.Rngs,
+    dtype=None,
+    param_dtype=jnp.float32,
+  ):
     self.linear = linear(cond_dim, 2 * dim, bias=bias, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
     if kind == "rms_norm":
       self.norm = rms_norm(dim, eps, affine, rngs=rngs, param_dtype=param_dtype)

@@ -65,8 +65,19 @@ class UVitConfig:
 class ConvEmbed(nnx.Module):
   """Token embedding, RMS norm and a 1x1 conv to the block width (`UVit2DConvEmbed`)."""
 
-  def __init__(self, vocab: int, c_in: int, c_out: int, *, eps: float, affine: bool, bias: bool, rngs: nnx.Rngs,
-               dtype=None, param_dtype=jnp.float32):
+  def __init__(
+    self,
+    vocab: int,
+    c_in: int,
+    c_out: int,
+    *,
+    eps: float,
+    affine: bool,
+    bias: bool,
+    rngs: nnx.Rngs,
+    dtype=None,
+    param_dtype=jnp.float32,
+  ):
     self.embeddings = nnx.Embed(vocab, c_in, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.layer_norm = rms_norm(c_in, eps, affine, rngs=rngs, param_dtype=param_dtype)
     self.conv = conv(c_in, c_out, 1, bias=bias, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
@@ -91,8 +102,20 @@ class GlobalResponseNorm(nnx.Module):
 class ConvNextBlock(nnx.Module):
   """Depthwise conv, channel MLP with GRN, residual, then FiLM from the pooled condition."""
 
-  def __init__(self, channels: int, cond_dim: int, *, eps: float, affine: bool, bias: bool, dropout: float,
-               rngs: nnx.Rngs, ffn_factor: int = 4, dtype=None, param_dtype=jnp.float32):
+  def __init__(
+    self,
+    channels: int,
+    cond_dim: int,
+    *,
+    eps: float,
+    affine: bool,
+    bias: bool,
+    dropout: float,
+    rngs: nnx.Rngs,
+    ffn_factor: int = 4,
+    dtype=None,
+    param_dtype=jnp.float32,
+  ):
     kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
     inner = channels * ffn_factor
     self.depthwise = conv(channels, channels, 3, padding=1, groups=channels, bias=bias, **kw)
@@ -116,8 +139,9 @@ class ConvNextBlock(nnx.Module):
 class SkipFFTransformerBlock(nnx.Module):
   """Two text cross-attentions with RMS pre-norms and no MLP, on the conv features."""
 
-  def __init__(self, channels: int, heads: int, text_dim: int, *, bias: bool, rngs: nnx.Rngs, dtype=None,
-               param_dtype=jnp.float32):
+  def __init__(
+    self, channels: int, heads: int, text_dim: int, *, bias: bool, rngs: nnx.Rngs, dtype=None, param_dtype=jnp.float32
+  ):
     kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
     self.kv_mapper = linear(text_dim, channels, bias=bias, **kw) if text_dim != channels else None
     self.norm1 = rms_norm(channels, 1e-6, rngs=rngs, param_dtype=param_dtype)
@@ -135,11 +159,21 @@ class SkipFFTransformerBlock(nnx.Module):
 class Downsample(nnx.Module):
   """RMS norm, pad right/bottom by one, 2x2 stride-2 conv (diffusers Downsample2D, padding=0)."""
 
-  def __init__(self, channels: int, *, eps: float, affine: bool, bias: bool, rngs: nnx.Rngs, dtype=None,
-               param_dtype=jnp.float32):
+  def __init__(
+    self, channels: int, *, eps: float, affine: bool, bias: bool, rngs: nnx.Rngs, dtype=None, param_dtype=jnp.float32
+  ):
     self.norm = rms_norm(channels, eps, affine, rngs=rngs, param_dtype=param_dtype)
-    self.conv = conv(channels, channels, 2, stride=2, padding=((0, 1), (0, 1)), bias=bias, rngs=rngs, dtype=dtype,
-                     param_dtype=param_dtype)
+    self.conv = conv(
+      channels,
+      channels,
+      2,
+      stride=2,
+      padding=((0, 1), (0, 1)),
+      bias=bias,
+      rngs=rngs,
+      dtype=dtype,
+      param_dtype=param_dtype,
+    )
 
   def __call__(self, x_BHWC):
     return self.conv(self.norm(x_BHWC).astype(x_BHWC.dtype))
@@ -163,8 +197,7 @@ class ConvTranspose2x2(nnx.Module):
 class Upsample(nnx.Module):
   """RMS norm then a 2x2 stride-2 transposed conv (diffusers Upsample2D, use_conv_transpose)."""
 
-  def __init__(self, channels: int, *, eps: float, affine: bool, bias: bool, rngs: nnx.Rngs,
-               param_dtype=jnp.float32):
+  def __init__(self, channels: int, *, eps: float, affine: bool, bias: bool, rngs: nnx.Rngs, param_dtype=jnp.float32):
     self.norm = rms_norm(channels, eps, affine, rngs=rngs, param_dtype=param_dtype)
     self.conv = ConvTranspose2x2(channels, channels, bias=bias, rngs=rngs, param_dtype=param_dtype)
 
@@ -175,17 +208,33 @@ class Upsample(nnx.Module):
 class UVitBlock(nnx.Module):
   """Optional down/upsampling around pairs of ConvNeXt blocks and text cross-attention blocks."""
 
-  def __init__(self, channels: int, num_res_blocks: int, cond_dim: int, *, heads: int, eps: float, affine: bool,
-               bias: bool, dropout: float, downsample: bool, upsample: bool, rngs: nnx.Rngs, dtype=None,
-               param_dtype=jnp.float32):
+  def __init__(
+    self,
+    channels: int,
+    num_res_blocks: int,
+    cond_dim: int,
+    *,
+    heads: int,
+    eps: float,
+    affine: bool,
+    bias: bool,
+    dropout: float,
+    downsample: bool,
+    upsample: bool,
+    rngs: nnx.Rngs,
+    dtype=None,
+    param_dtype=jnp.float32,
+  ):
     kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
     norm_kw = dict(eps=eps, affine=affine, bias=bias)
     self.downsample = Downsample(channels, **norm_kw, **kw) if downsample else None
-    self.res_blocks = nnx.List([ConvNextBlock(channels, cond_dim, **norm_kw, dropout=dropout, **kw)
-                                for _ in range(num_res_blocks)])
-    self.attention_blocks = nnx.List([SkipFFTransformerBlock(channels, heads, cond_dim, bias=bias, **kw)
-                                      for _ in range(num_res_blocks)])
-    self.upsample = (Upsample(channels, **norm_kw, rngs=rngs, param_dtype=param_dtype) if upsample else None)
+    self.res_blocks = nnx.List(
+      [ConvNextBlock(channels, cond_dim, **norm_kw, dropout=dropout, **kw) for _ in range(num_res_blocks)]
+    )
+    self.attention_blocks = nnx.List(
+      [SkipFFTransformerBlock(channels, heads, cond_dim, bias=bias, **kw) for _ in range(num_res_blocks)]
+    )
+    self.upsample = Upsample(channels, **norm_kw, rngs=rngs, param_dtype=param_dtype) if upsample else None
 
   def __call__(self, x_BHWC, cond_BD, text_BTD, lora=None, adapter_ids_B=None):
     """`lora(i, j)`, when given, is the LoRA site of attention j (1 or 2) of attention block i."""
@@ -211,8 +260,20 @@ class TransformerLayer(nnx.Module):
   compositions run as one batched forward.
   """
 
-  def __init__(self, dim: int, heads: int, ff_inner: int, *, eps: float, affine: bool, bias: bool,
-               dropout: float, rngs: nnx.Rngs, dtype=None, param_dtype=jnp.float32):
+  def __init__(
+    self,
+    dim: int,
+    heads: int,
+    ff_inner: int,
+    *,
+    eps: float,
+    affine: bool,
+    bias: bool,
+    dropout: float,
+    rngs: nnx.Rngs,
+    dtype=None,
+    param_dtype=jnp.float32,
+  ):
     kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
     ada = dict(eps=eps, affine=affine, bias=bias, **kw)
     self.norm1 = AdaLayerNormContinuous(dim, dim, kind="rms_norm", **ada)
@@ -250,8 +311,19 @@ class TimestepEmbedding(nnx.Module):
 class ConvMlmLayer(nnx.Module):
   """1x1 conv, RMS norm, 1x1 conv to codebook logits."""
 
-  def __init__(self, c_block: int, c_in: int, codebook: int, *, eps: float, affine: bool, bias: bool,
-               rngs: nnx.Rngs, dtype=None, param_dtype=jnp.float32):
+  def __init__(
+    self,
+    c_block: int,
+    c_in: int,
+    codebook: int,
+    *,
+    eps: float,
+    affine: bool,
+    bias: bool,
+    rngs: nnx.Rngs,
+    dtype=None,
+    param_dtype=jnp.float32,
+  ):
     kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
     self.conv1 = conv(c_block, c_in, 1, bias=bias, **kw)
     self.layer_norm = rms_norm(c_in, eps, affine, rngs=rngs, param_dtype=param_dtype)
@@ -272,11 +344,11 @@ class UVit2DModel(nnx.Module):
     self.encoder_proj = linear(c.encoder_hidden_size, c.hidden_size, bias=c.use_bias, **kw)
     self.encoder_proj_layer_norm = rms_norm(c.hidden_size, **norm_kw, rngs=rngs, param_dtype=param_dtype)
     self.embed = ConvEmbed(c.vocab_size, c.in_channels, c.block_out_channels, **norm_kw, bias=c.use_bias, **kw)
-    self.cond_embed = TimestepEmbedding(c.micro_cond_embed_dim + c.cond_embed_dim, c.hidden_size, bias=c.use_bias,
-                                        **kw)
+    self.cond_embed = TimestepEmbedding(c.micro_cond_embed_dim + c.cond_embed_dim, c.hidden_size, bias=c.use_bias, **kw)
     block_kw = dict(heads=c.block_num_heads, **norm_kw, bias=c.use_bias, dropout=c.hidden_dropout, **kw)
-    self.down_block = UVitBlock(c.block_out_channels, c.num_res_blocks, c.hidden_size, downsample=c.downsample,
-                                upsample=False, **block_kw)
+    self.down_block = UVitBlock(
+      c.block_out_channels, c.num_res_blocks, c.hidden_size, downsample=c.downsample, upsample=False, **block_kw
+    )
     self.project_to_hidden_norm = rms_norm(c.block_out_channels, **norm_kw, rngs=rngs, param_dtype=param_dtype)
     self.project_to_hidden = linear(c.block_out_channels, c.hidden_size, bias=c.use_bias, **kw)
     if c.position_embedding_grid:
@@ -285,15 +357,28 @@ class UVit2DModel(nnx.Module):
       self.position_embedding = nnx.Param(init(rngs.params(), (h * w, c.hidden_size), param_dtype))
     else:
       self.position_embedding = None
-    self.transformer_layers = nnx.List([
-        TransformerLayer(c.hidden_size, c.num_attention_heads, c.intermediate_size, **norm_kw, bias=c.use_bias,
-                         dropout=c.hidden_dropout, **kw) for _ in range(c.num_hidden_layers)])
+    self.transformer_layers = nnx.List(
+      [
+        TransformerLayer(
+          c.hidden_size,
+          c.num_attention_heads,
+          c.intermediate_size,
+          **norm_kw,
+          bias=c.use_bias,
+          dropout=c.hidden_dropout,
+          **kw,
+        )
+        for _ in range(c.num_hidden_layers)
+      ]
+    )
     self.project_from_hidden_norm = rms_norm(c.hidden_size, **norm_kw, rngs=rngs, param_dtype=param_dtype)
     self.project_from_hidden = linear(c.hidden_size, c.block_out_channels, bias=c.use_bias, **kw)
-    self.up_block = UVitBlock(c.block_out_channels, c.num_res_blocks, c.hidden_size, downsample=False,
-                              upsample=c.upsample, **block_kw)
-    self.mlm_layer = ConvMlmLayer(c.block_out_channels, c.in_channels, c.codebook_size, **norm_kw, bias=c.use_bias,
-                                  **kw)
+    self.up_block = UVitBlock(
+      c.block_out_channels, c.num_res_blocks, c.hidden_size, downsample=False, upsample=c.upsample, **block_kw
+    )
+    self.mlm_layer = ConvMlmLayer(
+      c.block_out_channels, c.in_channels, c.codebook_size, **norm_kw, bias=c.use_bias, **kw
+    )
     self.adapters = nnx.data(None)
 
   def attach_adapters(self, config: AdapterConfig, rngs: nnx.Rngs) -> None:
@@ -302,8 +387,11 @@ class UVit2DModel(nnx.Module):
     if config.kind == "bottleneck":
       self.adapters = BottleneckAdapters(config, c.num_hidden_layers, c.hidden_size, rngs=rngs)
     else:
-      targets = {f"transformer_layers.{i}.attn{j}": (c.hidden_size, c.hidden_size, c.hidden_size)
-                 for i in range(c.num_hidden_layers) for j in (1, 2)}
+      targets = {
+        f"transformer_layers.{i}.attn{j}": (c.hidden_size, c.hidden_size, c.hidden_size)
+        for i in range(c.num_hidden_layers)
+        for j in (1, 2)
+      }
       for block in ("down_block", "up_block"):
         for i in range(c.num_res_blocks):
           for j in (1, 2):
@@ -316,8 +404,14 @@ class UVit2DModel(nnx.Module):
     micro = sinusoidal_embedding(micro_conds_BM.reshape(-1), self.config.micro_cond_encode_dim).reshape(b, -1)
     return self.cond_embed(jnp.concatenate([pooled_BD, micro.astype(pooled_BD.dtype)], axis=-1))
 
-  def __call__(self, tokens_BHW: jax.Array, text_BTD: jax.Array, pooled_BD: jax.Array,
-               micro_conds_BM: jax.Array, adapter_ids_B: jax.Array | None = None) -> jax.Array:
+  def __call__(
+    self,
+    tokens_BHW: jax.Array,
+    text_BTD: jax.Array,
+    pooled_BD: jax.Array,
+    micro_conds_BM: jax.Array,
+    adapter_ids_B: jax.Array | None = None,
+  ) -> jax.Array:
     """Logits over the codebook for every token position, logits_BHWV."""
     text_BTD = self.encoder_proj_layer_norm(self.encoder_proj(text_BTD)).astype(text_BTD.dtype)
     cond_BD = self.condition(pooled_BD, micro_conds_BM)

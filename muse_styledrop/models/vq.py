@@ -83,8 +83,9 @@ class Upsample2D(nnx.Module):
 class DownEncoderBlock2D(nnx.Module):
   """Resnet blocks, then an optional downsampler."""
 
-  def __init__(self, c_in: int, c_out: int, layers: int, groups: int, downsample: bool, *, rngs: nnx.Rngs,
-               param_dtype=jnp.float32):
+  def __init__(
+    self, c_in: int, c_out: int, layers: int, groups: int, downsample: bool, *, rngs: nnx.Rngs, param_dtype=jnp.float32
+  ):
     kw = dict(rngs=rngs, param_dtype=param_dtype)
     self.resnets = nnx.List([ResnetBlock2D(c_in if i == 0 else c_out, c_out, groups, **kw) for i in range(layers)])
     self.downsamplers = nnx.List([Downsample2D(c_out, **kw)]) if downsample else None
@@ -100,8 +101,9 @@ class DownEncoderBlock2D(nnx.Module):
 class UpDecoderBlock2D(nnx.Module):
   """Resnet blocks, then an optional upsampler."""
 
-  def __init__(self, c_in: int, c_out: int, layers: int, groups: int, upsample: bool, *, rngs: nnx.Rngs,
-               param_dtype=jnp.float32):
+  def __init__(
+    self, c_in: int, c_out: int, layers: int, groups: int, upsample: bool, *, rngs: nnx.Rngs, param_dtype=jnp.float32
+  ):
     kw = dict(rngs=rngs, param_dtype=param_dtype)
     self.resnets = nnx.List([ResnetBlock2D(c_in if i == 0 else c_out, c_out, groups, **kw) for i in range(layers)])
     self.upsamplers = nnx.List([Upsample2D(c_out, **kw)]) if upsample else None
@@ -118,8 +120,9 @@ class MidBlock2D(nnx.Module):
   """Two resnet blocks (aMUSEd's VQ has no mid-block attention)."""
 
   def __init__(self, channels: int, groups: int, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
-    self.resnets = nnx.List([ResnetBlock2D(channels, channels, groups, rngs=rngs, param_dtype=param_dtype)
-                             for _ in range(2)])
+    self.resnets = nnx.List(
+      [ResnetBlock2D(channels, channels, groups, rngs=rngs, param_dtype=param_dtype) for _ in range(2)]
+    )
 
   def __call__(self, x):
     for resnet in self.resnets:
@@ -134,9 +137,12 @@ class Encoder(nnx.Module):
     kw = dict(rngs=rngs, param_dtype=param_dtype)
     ch = c.block_out_channels
     self.conv_in = conv(c.in_channels, ch[0], 3, padding=1, **kw)
-    self.down_blocks = nnx.List([
+    self.down_blocks = nnx.List(
+      [
         DownEncoderBlock2D(ch[max(i - 1, 0)], ch[i], c.layers_per_block, c.norm_num_groups, i < len(ch) - 1, **kw)
-        for i in range(len(ch))])
+        for i in range(len(ch))
+      ]
+    )
     self.mid_block = MidBlock2D(ch[-1], c.norm_num_groups, **kw)
     self.conv_norm_out = group_norm(ch[-1], c.norm_num_groups, 1e-6, **kw)
     self.conv_out = conv(ch[-1], c.latent_channels, 3, padding=1, **kw)
@@ -157,9 +163,12 @@ class Decoder(nnx.Module):
     ch = tuple(reversed(c.block_out_channels))
     self.conv_in = conv(c.latent_channels, ch[0], 3, padding=1, **kw)
     self.mid_block = MidBlock2D(ch[0], c.norm_num_groups, **kw)
-    self.up_blocks = nnx.List([
+    self.up_blocks = nnx.List(
+      [
         UpDecoderBlock2D(ch[max(i - 1, 0)], ch[i], c.layers_per_block + 1, c.norm_num_groups, i < len(ch) - 1, **kw)
-        for i in range(len(ch))])
+        for i in range(len(ch))
+      ]
+    )
     self.conv_norm_out = group_norm(ch[-1], c.norm_num_groups, 1e-6, **kw)
     self.conv_out = conv(ch[-1], c.out_channels, 3, padding=1, **kw)
 
@@ -175,15 +184,19 @@ class VectorQuantizer(nnx.Module):
 
   def __init__(self, n_codes: int, dim: int, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
     init = nnx.initializers.uniform(2.0 / n_codes)
-    self.embedding = nnx.Embed(n_codes, dim, embedding_init=lambda k, s, d: init(k, s, d) - 1.0 / n_codes,
-                               param_dtype=param_dtype, rngs=rngs)
+    self.embedding = nnx.Embed(
+      n_codes, dim, embedding_init=lambda k, s, d: init(k, s, d) - 1.0 / n_codes, param_dtype=param_dtype, rngs=rngs
+    )
 
   def nearest(self, z_BHWD):
     """Ids of the nearest codebook entries, by squared distance."""
     codes_KD = self.embedding.embedding[...].astype(jnp.float32)
     z = z_BHWD.astype(jnp.float32)
-    dist = (jnp.sum(z * z, -1, keepdims=True) - 2 * jnp.einsum("bhwd,kd->bhwk", z, codes_KD)
-            + jnp.sum(codes_KD * codes_KD, -1))
+    dist = (
+      jnp.sum(z * z, -1, keepdims=True)
+      - 2 * jnp.einsum("bhwd,kd->bhwk", z, codes_KD)
+      + jnp.sum(codes_KD * codes_KD, -1)
+    )
     return jnp.argmin(dist, axis=-1).astype(jnp.int32)
 
   def lookup(self, ids_BHW):
@@ -195,8 +208,10 @@ class VQModel(nnx.Module):
 
   def __init__(self, config: VQConfig, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
     if config.mid_block_add_attention:
-      raise ValueError("this VQModel config asks for mid-block attention, which aMUSEd's tokenizer does not "
-                       "have and we do not implement; set mid_block_add_attention=false")
+      raise ValueError(
+        "this VQModel config asks for mid-block attention, which aMUSEd's tokenizer does not "
+        "have and we do not implement; set mid_block_add_attention=false"
+      )
     if config.norm_type != "group":
       raise ValueError(f"VQModel norm_type={config.norm_type!r} is not supported; aMUSEd uses 'group'")
     c = self.config = config

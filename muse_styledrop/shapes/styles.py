@@ -13,26 +13,26 @@ import numpy as np
 
 # phrase for each style, as it appears in captions ("a red circle in watercolor style")
 STYLES = {
-    "flat": "in flat color style",
-    "line_drawing": "in line drawing style",
-    "diagonal_hatching": "in diagonal hatching style",
-    "cross_hatching": "in cross hatching style",
-    "halftone": "in halftone dots style",
-    "stripes": "in striped style",
-    "checker": "in checkerboard style",
-    "glossy": "in glossy 3d style",
-    "watercolor": "in watercolor style",
-    "pixel_art": "in pixel art style",
-    "neon": "in neon glow style",
-    "colored_pencil": "in colored pencil sketch style",
-    "mosaic": "in mosaic tile style",
-    "pastel": "in soft pastel style",
-    "grainy": "in grainy photo style",
-    "stained_glass": "in stained glass style",
-    "sticker": "in sticker style",
-    "embossed": "in embossed relief style",
-    "dashed": "in dashed outline style",
-    "crayon": "in crayon style",
+  "flat": "in flat color style",
+  "line_drawing": "in line drawing style",
+  "diagonal_hatching": "in diagonal hatching style",
+  "cross_hatching": "in cross hatching style",
+  "halftone": "in halftone dots style",
+  "stripes": "in striped style",
+  "checker": "in checkerboard style",
+  "glossy": "in glossy 3d style",
+  "watercolor": "in watercolor style",
+  "pixel_art": "in pixel art style",
+  "neon": "in neon glow style",
+  "colored_pencil": "in colored pencil sketch style",
+  "mosaic": "in mosaic tile style",
+  "pastel": "in soft pastel style",
+  "grainy": "in grainy photo style",
+  "stained_glass": "in stained glass style",
+  "sticker": "in sticker style",
+  "embossed": "in embossed relief style",
+  "dashed": "in dashed outline style",
+  "crayon": "in crayon style",
 }
 HELD_OUT = ("watercolor", "mosaic", "stained_glass", "neon", "crayon", "halftone")
 SEEN = tuple(s for s in STYLES if s not in HELD_OUT)
@@ -42,14 +42,14 @@ SEEN = tuple(s for s in STYLES if s not in HELD_OUT)
 class Canvas:
   """A scene on an N x N supersampled grid: per-object signed distances and colours, and the background."""
 
-  n: int                        # grid side (supersampled)
-  x: np.ndarray                 # pixel-centre coordinates in [0, 1], N x N
+  n: int  # grid side (supersampled)
+  x: np.ndarray  # pixel-centre coordinates in [0, 1], N x N
   y: np.ndarray
-  sdfs: list[np.ndarray]        # per object, in units of the image side (negative inside)
-  colours: list[np.ndarray]     # per object, RGB in [0, 1]
+  sdfs: list[np.ndarray]  # per object, in units of the image side (negative inside)
+  colours: list[np.ndarray]  # per object, RGB in [0, 1]
   centres: list[tuple[float, float]]
   radii: list[float]
-  background: np.ndarray        # RGB in [0, 1]
+  background: np.ndarray  # RGB in [0, 1]
   rng: np.random.Generator
 
   @property
@@ -200,7 +200,7 @@ def watercolor(c):
 def pixel_art(c):
   lo = 16
   step = c.n // lo
-  small = flat(c)[step // 2::step, step // 2::step]
+  small = flat(c)[step // 2 :: step, step // 2 :: step]
   small = np.round(small * 4) / 4  # a small palette
   return np.repeat(np.repeat(small, step, 0), step, 1)
 

@@ -13,13 +13,24 @@ import numpy as np
 
 SHAPES = ("circle", "square", "triangle", "star", "heart", "cross", "diamond", "hexagon", "crescent", "ring")
 COLOURS = {
-    "red": (220, 40, 40), "orange": (245, 140, 20), "yellow": (240, 210, 30), "green": (40, 170, 60),
-    "cyan": (30, 190, 210), "blue": (40, 70, 210), "purple": (140, 50, 190), "pink": (240, 110, 180),
+  "red": (220, 40, 40),
+  "orange": (245, 140, 20),
+  "yellow": (240, 210, 30),
+  "green": (40, 170, 60),
+  "cyan": (30, 190, 210),
+  "blue": (40, 70, 210),
+  "purple": (140, 50, 190),
+  "pink": (240, 110, 180),
 }
-SIZES = {"small": 0.16, "medium": 0.24, "large": 0.33}          # radius as a fraction of the side
+SIZES = {"small": 0.16, "medium": 0.24, "large": 0.33}  # radius as a fraction of the side
 POSITIONS = {"left": (0.3, 0.5), "right": (0.7, 0.5), "top": (0.5, 0.3), "bottom": (0.5, 0.7), "center": (0.5, 0.5)}
-BACKGROUNDS = {"white": (245, 245, 240), "grey": (150, 150, 150), "black": (25, 25, 30), "beige": (225, 205, 170),
-               "sky": (175, 210, 240)}
+BACKGROUNDS = {
+  "white": (245, 245, 240),
+  "grey": (150, 150, 150),
+  "black": (25, 25, 30),
+  "beige": (225, 205, 170),
+  "sky": (175, 210, 240),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,8 +50,13 @@ class Scene:
     """'a small red circle on the left and a blue star on the right' (background named when not white)."""
     parts = []
     for o in self.objects:
-      where = "in the center" if o.position == "center" else f"at the {o.position}" if o.position in ("top", "bottom") \
-          else f"on the {o.position}"
+      where = (
+        "in the center"
+        if o.position == "center"
+        else f"at the {o.position}"
+        if o.position in ("top", "bottom")
+        else f"on the {o.position}"
+      )
       size = "" if o.size == "medium" else f"{o.size} "
       parts.append(f"a {size}{o.colour} {o.shape} {where}")
     text = " and ".join(parts)
@@ -51,8 +67,10 @@ class Scene:
 
 def random_scene(rng: np.random.Generator, two_objects_p: float = 0.3) -> Scene:
   """A random scene: two objects sit left/right or top/bottom, never overlapping."""
+
   def obj(position):
     return Obj(str(rng.choice(SHAPES)), str(rng.choice(list(COLOURS))), str(rng.choice(list(SIZES))), position)
+
   background = str(rng.choice(list(BACKGROUNDS)))
   if rng.random() < two_objects_p:
     pair = [("left", "right"), ("top", "bottom")][rng.integers(2)]
