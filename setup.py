@@ -24,10 +24,12 @@ setup(
         "transformers>=4.45",
         "grain>=0.2",
         "tqdm>=4.66",
+        "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow
     ],
     extras_require={
         # The PyTorch originals, for parity tests and side-by-side benchmarks only.
         "test": ["pytest>=8", "torch==2.13.0", "diffusers>=0.32", "ruff>=0.6"],
+        "bench": ["peft>=0.13"],  # diffusers' LoRA recipe in benchmarks/train_step.py
         "tfds": ["tensorflow-datasets"],
     },
 )
