@@ -13,7 +13,6 @@ FLOPs come from XLA's cost analysis of our compiled forward.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import tempfile
@@ -24,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
+import torch_amused  # noqa: E402 - benchmarks/ sibling
 from flax import nnx
 
 from muse_styledrop import sampling, weights
@@ -33,43 +33,6 @@ from muse_styledrop.models.uvit import UVit2DModel
 from muse_styledrop.models.vq import VQModel
 from muse_styledrop.pipeline import Pipeline
 from muse_styledrop.tokenizer import Tokenizer, build_clip_tokenizer
-
-
-def torch_components():
-  from diffusers import UVit2DModel as TorchUVit
-  from diffusers import VQModel as TorchVQ
-  from transformers import CLIPTextConfig, CLIPTextModelWithProjection
-
-  torch.manual_seed(0)
-  uvit_kwargs = {
-    k: v for k, v in dataclasses.asdict(presets.AMUSED_256_TRANSFORMER).items() if k != "position_embedding_grid"
-  }
-  transformer = TorchUVit(**uvit_kwargs).eval()
-  vq = presets.AMUSED_VQ
-  n = len(vq.block_out_channels)
-  vqvae = TorchVQ(
-    block_out_channels=vq.block_out_channels,
-    layers_per_block=vq.layers_per_block,
-    latent_channels=vq.latent_channels,
-    num_vq_embeddings=vq.num_vq_embeddings,
-    norm_num_groups=vq.norm_num_groups,
-    down_block_types=("DownEncoderBlock2D",) * n,
-    up_block_types=("UpDecoderBlock2D",) * n,
-    mid_block_add_attention=False,
-    lookup_from_codebook=True,
-  ).eval()
-  t = presets.CLIP_L14_TEXT.text
-  text = CLIPTextModelWithProjection(
-    CLIPTextConfig(
-      hidden_size=t.hidden_size,
-      intermediate_size=t.intermediate_size,
-      num_hidden_layers=t.num_hidden_layers,
-      num_attention_heads=t.num_attention_heads,
-      projection_dim=768,
-      eos_token_id=t.eos_token_id,
-    )
-  ).eval()
-  return transformer, vqvae, text
 
 
 def ours_from(torch_module, ctor):
@@ -105,7 +68,7 @@ def main():
   torch.backends.cudnn.allow_tf32 = True
   sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
 
-  t_transformer, t_vq, t_text = torch_components()
+  t_transformer, t_vq, t_text = torch_amused.components()
   transformer = ours_from(t_transformer, lambda r: UVit2DModel(presets.AMUSED_256_TRANSFORMER, rngs=r))
   vqvae = ours_from(t_vq, lambda r: VQModel(presets.AMUSED_VQ, rngs=r))
   text_encoder = ours_from(t_text, lambda r: CLIPModel(presets.CLIP_L14_TEXT, rngs=r))

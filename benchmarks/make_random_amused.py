@@ -11,7 +11,6 @@ is not shipped); ids stay inside the text encoder's 49408-token table.
 """
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 import torch
@@ -21,51 +20,23 @@ def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--out", required=True)
   args = p.parse_args()
-  from diffusers import AmusedPipeline, AmusedScheduler, UVit2DModel, VQModel
-  from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPTokenizer
+  import torch_amused
+  from diffusers import AmusedPipeline, AmusedScheduler
+  from transformers import CLIPTokenizer
 
-  from muse_styledrop.models import presets
   from muse_styledrop.tokenizer import build_clip_tokenizer
 
-  torch.manual_seed(0)
   out = Path(args.out)
-  uvit = UVit2DModel(
-    **{k: v for k, v in dataclasses.asdict(presets.AMUSED_256_TRANSFORMER).items() if k != "position_embedding_grid"}
-  )
-  vq = presets.AMUSED_VQ
-  n = len(vq.block_out_channels)
-  vqvae = VQModel(
-    block_out_channels=vq.block_out_channels,
-    layers_per_block=vq.layers_per_block,
-    latent_channels=vq.latent_channels,
-    num_vq_embeddings=vq.num_vq_embeddings,
-    norm_num_groups=vq.norm_num_groups,
-    down_block_types=("DownEncoderBlock2D",) * n,
-    up_block_types=("UpDecoderBlock2D",) * n,
-    mid_block_add_attention=False,
-    lookup_from_codebook=True,
-    force_upcast=True,
+  build_clip_tokenizer(["a", "watercolor", "painting", "of", "house", "cat"], out.parent / (out.name + "-tokenizer"))
+  tokenizer = CLIPTokenizer.from_pretrained(str(out.parent / (out.name + "-tokenizer")))
+  uvit, vqvae, text = torch_amused.components(
+    eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id
   )
   with torch.no_grad():  # diffusers zero-initialises some weights; make every one of them count
     for model in (uvit, vqvae):
       for name, param in model.named_parameters():
         if param.abs().max() == 0 or (param == 1).all():
           param.copy_(torch.randn_like(param) * 0.02 + (1.0 if "norm" in name and name.endswith("weight") else 0.0))
-  t = presets.CLIP_L14_TEXT.text
-  build_clip_tokenizer(["a", "watercolor", "painting", "of", "house", "cat"], out.parent / (out.name + "-tokenizer"))
-  tokenizer = CLIPTokenizer.from_pretrained(str(out.parent / (out.name + "-tokenizer")))
-  text = CLIPTextModelWithProjection(
-    CLIPTextConfig(
-      hidden_size=t.hidden_size,
-      intermediate_size=t.intermediate_size,
-      num_hidden_layers=t.num_hidden_layers,
-      num_attention_heads=t.num_attention_heads,
-      projection_dim=768,
-      eos_token_id=tokenizer.eos_token_id,
-      bos_token_id=tokenizer.bos_token_id,
-      pad_token_id=tokenizer.pad_token_id,
-    )
-  )
   pipe = AmusedPipeline(
     vqvae=vqvae.eval(),
     tokenizer=tokenizer,

@@ -4,29 +4,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import reference
 from flax import nnx
 
 from muse_styledrop.models import adapters, presets
 from muse_styledrop.models.adapters import AdapterConfig, AdapterParam
 from muse_styledrop.models.uvit import UVit2DModel, UVitConfig
 
-TINY = UVitConfig(
-  hidden_size=32,
-  cond_embed_dim=16,
-  micro_cond_encode_dim=4,
-  micro_cond_embed_dim=20,
-  encoder_hidden_size=16,
-  vocab_size=41,
-  codebook_size=40,
-  in_channels=12,
-  block_out_channels=16,
-  num_res_blocks=1,
-  block_num_heads=2,
-  num_hidden_layers=3,
-  num_attention_heads=4,
-  intermediate_size=40,
-  sample_size=4,
-)
+TINY = UVitConfig(**{**reference.UVIT_TINY, "num_hidden_layers": 3})
 
 
 def inputs(b=3, seed=0):
