@@ -27,7 +27,7 @@ from tqdm import tqdm
 from muse_styledrop import checkpointing, data, images, sampling, sharding, weights
 from muse_styledrop.metrics import MetricWriter
 from muse_styledrop.models.adapters import AdapterConfig, AdapterParam
-from muse_styledrop.pipeline import Pipeline, resolve_base_model
+from muse_styledrop.pipeline import Pipeline, check_model_dir, resolve_base_model
 
 
 class TrainingDiverged(RuntimeError):
@@ -207,8 +207,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     raise ValueError(f"config.steps={config.steps} is not a multiple of config.steps_per_call={config.steps_per_call}")
 
   # -- Init -------------------------------------------------------------------
+  base = check_model_dir(resolve_base_model(config.base_model))  # cheap checks first, heavy loading last
   style = data.resolve_style_set(config.style_images, config.content_prompts, config.style_descriptor)
-  pipe = Pipeline.from_pretrained(resolve_base_model(config.base_model))
+  pipe = Pipeline.from_pretrained(base)
   style_data = encode_style(pipe, style, config)
   model = pipe.transformer
   if use_adapter:
