@@ -28,6 +28,8 @@ flags.DEFINE_float("guidance_scale", 9.0, "s in l = c + s (c - u); diffusers' aM
 flags.DEFINE_list("temperature", ["2.0", "0.0"], "Confidence temperature start,end (linear annealing).")
 flags.DEFINE_integer("resolution", 0, "Image side in pixels; 0 = the model's native size.")
 flags.DEFINE_string("out", "runs/samples", "Output directory.")
+flags.DEFINE_string("init_image", "", "Image-to-image: a picture to redraw (its layout is kept).")
+flags.DEFINE_float("strength", 0.5, "Image-to-image: share of the decoding steps that redraw the picture, in (0, 1].")
 flags.DEFINE_string("adapter", "", "An exported adapter (adapter.safetensors) or a finished training workdir.")
 flags.DEFINE_float("lambda_a", 1.0, "StyleDrop adapter guidance: A(t) + lambda_a (A(t) - G(t)) + ...")
 flags.DEFINE_float("lambda_b", 5.0, "StyleDrop text guidance: ... + lambda_b (G(t) - G(n)); with an adapter only.")
@@ -47,6 +49,8 @@ def run(
   adapter: str = "",
   lambda_a: float = 1.0,
   lambda_b: float = 5.0,
+  init_image: str = "",
+  strength: float = 0.5,
 ) -> list[Path]:
   pipe = Pipeline.from_pretrained(resolve_base_model(base_model))
   if adapter:
@@ -63,8 +67,21 @@ def run(
     passes = sampling.styledrop(text, pooled, neg_text, neg_pooled, micro, lambda_a, lambda_b)
   else:
     passes = sampling.classifier_free(text, pooled, neg_text, neg_pooled, micro, guidance_scale)
+  init, first = None, 0
+  if init_image:
+    picture = images.load_image(init_image, side)
+    tokens = pipe.encode_images(picture[None]).repeat(len(all_prompts), axis=0)
+    init, first = sampling.image_to_image_start(jax.random.key(seed + 1), tokens, steps, strength, pipe.mask_token_id)
   start = time.perf_counter()
-  tokens = pipe.sampler(passes, jax.random.key(seed), grid_hw, num_steps=steps, temperature=temperature)
+  tokens = pipe.sampler(
+    passes,
+    jax.random.key(seed),
+    grid_hw,
+    num_steps=steps,
+    temperature=temperature,
+    init_tokens_BHW=init,
+    start_step=first,
+  )
   pictures = pipe.decode_tokens(tokens)
   print(f"{len(all_prompts)} image(s), {steps} steps, {time.perf_counter() - start:.1f}s (compile included)")
   paths = [images.save_png(p, out / f"image_{i:03d}.png") for i, p in enumerate(pictures)]
@@ -94,6 +111,8 @@ def main(argv):
     FLAGS.adapter,
     FLAGS.lambda_a,
     FLAGS.lambda_b,
+    FLAGS.init_image,
+    FLAGS.strength,
   )
   print("wrote", ", ".join(str(p) for p in paths))
 

@@ -125,7 +125,9 @@ def decode_step(step, tokens_BL, logits_BLV, rng, *, num_steps: int, mask_id: in
   return jnp.where(step == num_steps - 1, pred_BL, remasked)
 
 
-def _generate(graphdef, state, passes: Passes, tokens_BHW, rng, temperature_range, *, num_steps: int, mask_id: int):
+def _generate(
+  graphdef, state, passes: Passes, tokens_BHW, rng, temperature_range, start_step, *, num_steps: int, mask_id: int
+):
   model = nnx.merge(graphdef, state)
   b, h, w = tokens_BHW.shape
 
@@ -145,8 +147,24 @@ def _generate(graphdef, state, passes: Passes, tokens_BHW, rng, temperature_rang
     )
     return tokens_BL, rng
 
-  tokens_BL, _ = jax.lax.fori_loop(0, num_steps, body, (tokens_BHW.reshape(b, h * w), rng))
+  tokens_BL, _ = jax.lax.fori_loop(start_step, num_steps, body, (tokens_BHW.reshape(b, h * w), rng))
   return tokens_BL.reshape(b, h, w)
+
+
+def image_to_image_start(rng, tokens_BHW, num_steps: int, strength: float, mask_id: int):
+  """(partly masked tokens, first step) for editing an image, as diffusers' AmusedImg2ImgPipeline does.
+
+  The last int(num_steps * strength) steps are run; before them, each token
+  of the image is masked with the schedule's probability at that point,
+  cos(pi/2 (first + 1) / num_steps). strength 1 redraws everything.
+  """
+  if not 0 < strength <= 1:
+    raise ValueError(f"strength={strength} must be in (0, 1]: the share of decoding steps that redraw the image")
+  run = max(1, int(num_steps * strength))
+  first = num_steps - run
+  ratio = math.cos(math.pi / 2 * (first + 1) / num_steps) if run < num_steps else 1.0
+  masked = jax.random.uniform(rng, tokens_BHW.shape) < ratio
+  return jnp.where(masked, mask_id, tokens_BHW), first
 
 
 class Sampler:
@@ -171,12 +189,15 @@ class Sampler:
     num_steps: int,
     temperature: tuple[float, float] = (2.0, 0.0),
     init_tokens_BHW: jax.Array | None = None,
+    start_step: int = 0,
     state: nnx.State | None = None,
   ):
     """tokens_BHW drawn by `num_steps` of MaskGIT decoding under the guided logits of `passes`.
 
-    `state` replaces the model's weights captured at construction (a model in
-    training passes its current state).
+    Decoding runs steps start_step..num_steps-1 from `init_tokens_BHW` (all
+    masked by default; see image_to_image_start). `state` replaces the
+    model's weights captured at construction (a model in training passes its
+    current state).
     """
     b = passes.text_PBTD.shape[1]
     if init_tokens_BHW is None:
@@ -187,6 +208,7 @@ class Sampler:
       init_tokens_BHW.astype(jnp.int32),
       rng,
       jnp.asarray(temperature, jnp.float32),
+      jnp.asarray(start_step, jnp.int32),
       num_steps=num_steps,
       mask_id=self.mask_id,
     )

@@ -9,12 +9,15 @@ reads the files it writes.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+# We use transformers for tokenizers only; its import-time advice that PyTorch is missing is noise here.
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 def _bytes_to_unicode() -> dict[int, str]:

@@ -85,3 +85,18 @@ def test_adapter_for_another_base_is_refused(amused_dir, tmp_path):
   assert bad.returncode == 2
   assert "trained on another base model" in bad.stderr.strip().splitlines()[-1]
   assert not (tmp_path / "bad").exists()
+
+
+def test_sample_image_to_image(amused_dir, tmp_path):
+  picture = tmp_path / "in.png"
+  Image.fromarray((np.random.default_rng(0).random((40, 30, 3)) * 255).astype(np.uint8)).save(picture)
+  result = run(
+    "muse_styledrop.sample",
+    f"--base_model={amused_dir}",
+    f"--init_image={picture}",
+    "--strength=0.5",
+    "--steps=4",
+    f"--out={tmp_path / 'out'}",
+  )
+  assert result.returncode == 0, result.stderr
+  assert (tmp_path / "out" / "image_000.png").exists()

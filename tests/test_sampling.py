@@ -102,3 +102,26 @@ def test_known_tokens_survive_generation(amused_dir):
     sampling.unguided(text, pooled, micro), jax.random.key(0), (4, 4), num_steps=4, init_tokens_BHW=init
   )
   assert tokens[0, 0, 0] == 7 and tokens[0, 2, 3] == 11
+
+
+def test_image_to_image_keeps_the_layout_at_low_strength(amused_dir):
+  pipe = Pipeline.from_pretrained(amused_dir)
+  text, pooled, micro = prompts(pipe, ["a red cat"])
+  source = jax.random.randint(jax.random.key(5), (1, 4, 4), 0, 40)
+  init, first = sampling.image_to_image_start(jax.random.key(6), source, 12, 0.25, pipe.mask_token_id)
+  assert first == 9  # the last 3 of 12 steps run
+  kept = np.asarray(init != pipe.mask_token_id)
+  out = pipe.sampler(
+    sampling.unguided(text, pooled, micro),
+    jax.random.key(0),
+    (4, 4),
+    num_steps=12,
+    init_tokens_BHW=init,
+    start_step=first,
+  )
+  np.testing.assert_array_equal(np.asarray(out)[kept], np.asarray(source)[kept])
+  assert not (np.asarray(out) == pipe.mask_token_id).any()
+  full, first = sampling.image_to_image_start(jax.random.key(6), source, 12, 1.0, pipe.mask_token_id)
+  assert first == 0 and (np.asarray(full) == pipe.mask_token_id).all()
+  with pytest.raises(ValueError, match="strength"):
+    sampling.image_to_image_start(jax.random.key(6), source, 12, 0.0, pipe.mask_token_id)
