@@ -93,7 +93,7 @@ class Pipeline:
     self._encode_text = frozen_jit(_text_fn, self.text_encoder)
     self._vq_encode = frozen_jit(lambda vq, images: vq.encode(images), self.vqvae)
     self._vq_decode = frozen_jit(lambda vq, tokens: vq.decode(tokens).astype(jnp.float32), self.vqvae)
-    self.sampler = Sampler(self.transformer, self.mask_token_id)
+    self._sampler = None
 
   @classmethod
   def from_pretrained(cls, path: str | Path, variant: str | None = None, param_dtype=jnp.float32) -> Pipeline:
@@ -124,6 +124,13 @@ class Pipeline:
     )
     weights.write_json({"_class_name": "AmusedPipeline", **COMPONENTS}, path / "model_index.json")
 
+  @property
+  def sampler(self) -> Sampler:
+    """The decoder for the transformer as it is now, built on first use (it holds the weights' state)."""
+    if self._sampler is None:
+      self._sampler = Sampler(self.transformer, self.mask_token_id)
+    return self._sampler
+
   # -- adapters ---------------------------------------------------------------
 
   def load_adapter(self, path: str | Path) -> dict:
@@ -148,7 +155,7 @@ class Pipeline:
           "own adapter config; the file is damaged"
         )
       var.set_value(jnp.asarray(tensors[name], var.dtype))
-    self.sampler = Sampler(self.transformer, self.mask_token_id)
+    self._sampler = None  # the graph changed: build a new one on next use
     return meta
 
   # -- text -------------------------------------------------------------------

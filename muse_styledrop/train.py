@@ -234,6 +234,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   rep = sharding.replicated(mesh)
   frozen = jax.device_put(frozen, frozen_sh)
   trainable = jax.device_put(trainable, trainable_sh)
+  nnx.update(model, trainable, frozen)  # the model holds the placed arrays, so the unplaced ones can be freed
   opt_state = jax.device_put(opt_state, opt_sh)
   style_data = jax.device_put(style_data, rep)
   train_steps = jax.jit(
