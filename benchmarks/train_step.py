@@ -47,7 +47,8 @@ def peak_accelerator_gb(side: str) -> float | None:
 DEVICE = "cpu"
 
 
-def ours(kind: str, batch: int, steps: int) -> list[float]:
+def ours_setup(kind: str, batch: int):
+  """(jitted one-step function, its arguments) for our adapter training step at full amused-256 size."""
   import jax
   import jax.numpy as jnp
   import ml_collections
@@ -81,7 +82,13 @@ def ours(kind: str, batch: int, steps: int) -> list[float]:
     train.make_train_steps(graphdef, tx, steps=1, batch_size=batch, mask_id=8255, text_dropout=0.0, use_adapter=True),
     donate_argnums=(0, 2),
   )
-  rng = jax.random.key(1)
+  return step, (trainable, frozen, opt_state, jax.random.key(1), data)
+
+
+def ours(kind: str, batch: int, steps: int) -> list[float]:
+  import jax
+
+  step, (trainable, frozen, opt_state, rng, data) = ours_setup(kind, batch)
   times = []
   for i in range(steps + 1):
     start = time.perf_counter()
