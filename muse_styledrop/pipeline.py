@@ -109,7 +109,7 @@ class Pipeline:
       fingerprint=fingerprint(transformer),
     )
 
-  def save_pretrained(self, path: str | Path, dtype=None, tokenizer_source: Path | None = None) -> None:
+  def save_pretrained(self, path: str | Path, dtype=None) -> None:
     """Write every component in the diffusers layout (diffusers' AmusedPipeline loads it)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)

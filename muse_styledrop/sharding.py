@@ -56,13 +56,13 @@ def batch(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(BATCH_AXES))
 
 
-def batch_size_per_step(mesh: Mesh, batch_size: int) -> int:
+def check_batch_size(mesh: Mesh, batch_size: int) -> None:
+  """A batch must split evenly over the devices that share it."""
   shards = mesh.shape["data"] * mesh.shape["fsdp"]
   if batch_size % shards:
     raise ValueError(
       f"batch_size={batch_size} does not split over the mesh's data x fsdp = {shards} devices; use a multiple"
     )
-  return batch_size
 
 
 def fsdp(mesh: Mesh, shape: tuple[int, ...]) -> NamedSharding:

@@ -223,7 +223,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
   # -- Shard & transfer -------------------------------------------------------
   mesh = sharding.make_mesh(config.mesh.to_dict())
-  sharding.batch_size_per_step(mesh, config.batch_size)
+  sharding.check_batch_size(mesh, config.batch_size)
   frozen_sh = sharding.frozen_shardings(mesh, frozen)
   trainable_sh = (
     sharding.replicated_shardings(mesh, trainable) if use_adapter else sharding.frozen_shardings(mesh, trainable)

@@ -26,7 +26,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.flax import save_file
 
 from muse_styledrop.models.clip import CLIPConfig, CLIPModel, TowerConfig
@@ -92,9 +92,7 @@ def read_tensors(files: list[Path]) -> dict[str, tuple[jax.Array, Path]]:
       with safe_open(str(f), framework="flax") as handle:
         for key in handle.keys():
           out[key] = (handle.get_tensor(key), f)
-    except (OSError, ValueError, RuntimeError) as e:  # safetensors raises SafetensorError(OSError-like)
-      raise WeightsError(f"{f} is not a readable safetensors file ({e}); re-download it") from e
-    except Exception as e:  # noqa: BLE001 - SafetensorError is not importable by a stable name
+    except (SafetensorError, OSError, ValueError) as e:
       raise WeightsError(f"{f} is not a readable safetensors file ({e}); re-download it") from e
   return out
 
@@ -263,7 +261,7 @@ def vq_config_dict(c: VQConfig) -> dict:
 
 
 def clip_config_dict(c: CLIPConfig) -> dict:
-  tower = lambda t: {k: v for k, v in dataclasses.asdict(t).items()}
+  tower = dataclasses.asdict
   if c.text is not None and c.vision is not None:
     return {
       "model_type": "clip",
