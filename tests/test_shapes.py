@@ -80,3 +80,12 @@ def test_rendered_dataset_round_trips_and_streams(tmp_path):
   assert first[0]["images"].shape == (4, 64, 64, 3) and first[0]["caption"].shape == (4,)
   again = next(iter(dataset.batches(back, batch_size=4, seed=0)))
   np.testing.assert_array_equal(again["images"], first[0]["images"])  # reproducible per seed
+
+
+def test_rendering_over_worker_processes_equals_rendering_in_process():
+  from muse_styledrop.shapes import dataset
+
+  a = dataset.render(8, first_seed=7, workers=2, chunk=4)
+  b = dataset.render(8, first_seed=7, workers=1, chunk=4)
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k])

@@ -10,6 +10,7 @@ object (the only one in single-object scenes); `objects` says how many.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -40,10 +41,12 @@ def render(count: int, first_seed: int = 0, styles: tuple[str, ...] = SEEN, work
   """Arrays of `count` examples, rendered over `workers` processes (0: all cores)."""
   workers = workers or os.cpu_count() or 1
   jobs = [(first_seed + s, min(chunk, count - s), styles) for s in range(0, count, chunk)]
-  parts = []
-  with ProcessPoolExecutor(workers) as pool:
-    for part in tqdm(pool.map(_render_chunk, jobs), total=len(jobs), desc="render", unit="chunk"):
-      parts.append(part)
+  if workers == 1:
+    parts = [_render_chunk(job) for job in tqdm(jobs, desc="render", unit="chunk")]
+  else:
+    # spawn, not fork: forking a process that has started JAX's threads can deadlock.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+      parts = list(tqdm(pool.map(_render_chunk, jobs), total=len(jobs), desc="render", unit="chunk"))
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
