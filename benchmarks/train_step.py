@@ -100,23 +100,19 @@ def ours(kind: str, batch: int, steps: int) -> list[float]:
 
 
 def diffusers(kind: str, batch: int, steps: int) -> list[float]:
-  import dataclasses
-
   import torch
   import torch.nn.functional as F
   from diffusers import UVit2DModel
 
+  from muse_styledrop import weights
   from muse_styledrop.models import presets
 
   torch.manual_seed(0)
-  config = {
-    k: v for k, v in dataclasses.asdict(presets.AMUSED_256_TRANSFORMER).items() if k != "position_embedding_grid"
-  }
   torch.backends.cuda.matmul.allow_tf32 = True  # JAX's GPU default for fp32 matmuls is TF32 too
   torch.backends.cudnn.allow_tf32 = True
   dev = torch.device(DEVICE)
   sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-  model = UVit2DModel(**config).to(dev)
+  model = UVit2DModel.from_config(weights.uvit_config_dict(presets.AMUSED_256_TRANSFORMER)).to(dev)
   model.requires_grad_(False)
   if kind == "lora":
     from peft import LoraConfig

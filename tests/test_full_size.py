@@ -1,21 +1,16 @@
 """The published aMUSEd-256 architecture at full size: parameter count and one forward on this CPU."""
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
 from flax import nnx
 
+from muse_styledrop import weights
 from muse_styledrop.models import presets
 from muse_styledrop.models.uvit import UVit2DModel
 from muse_styledrop.models.vq import VQModel
 from muse_styledrop.pipeline import frozen_jit
-
-
-def diffusers_kwargs(config):
-  return {k: v for k, v in dataclasses.asdict(config).items() if k != "position_embedding_grid"}
 
 
 def count(state):
@@ -29,7 +24,7 @@ def test_full_size_parameter_counts_equal_diffusers():
   for config in (presets.AMUSED_256_TRANSFORMER, presets.AMUSED_512_TRANSFORMER):
     ours = nnx.eval_shape(lambda c=config: UVit2DModel(c, rngs=nnx.Rngs(0)))
     with torch.device("meta"):
-      ref = TorchUVit(**diffusers_kwargs(config))
+      ref = TorchUVit.from_config(weights.uvit_config_dict(config))  # the config.json we would write
     assert count(nnx.state(ours, nnx.Param)) == sum(p.numel() for p in ref.parameters())
   assert count(nnx.state(ours, nnx.Param)) > 600_000_000
   vq = presets.AMUSED_VQ
