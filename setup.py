@@ -24,6 +24,7 @@ setup(
         "transformers>=4.45",
         "grain>=0.2",
         "tqdm>=4.66",
+        "scipy>=1.11",  # Voronoi cells of two shapes-world styles (KD-tree)
         "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow
     ],
     extras_require={

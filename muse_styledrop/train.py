@@ -20,6 +20,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from flax import nnx
 from tqdm import tqdm
@@ -130,14 +131,20 @@ def make_train_steps(
   return train_steps
 
 
-def make_optimizer(c: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """Adam (AdamW when weight_decay > 0), optional global-norm clipping, constant rate after a linear warmup."""
-  schedule = optax.join_schedules(
-    [optax.linear_schedule(0.0, c.learning_rate, max(c.warmup_steps, 1)), optax.constant_schedule(c.learning_rate)],
-    [max(c.warmup_steps, 1)],
-  )
-  if c.warmup_steps == 0:
+def make_optimizer(c: ml_collections.ConfigDict, total_steps: int = 0) -> optax.GradientTransformation:
+  """Adam (AdamW when weight_decay > 0), optional global-norm clipping, a linear warmup, then a constant rate
+  (schedule 'constant', the paper's) or a cosine decay to 5% over `total_steps` (schedule 'cosine', pretraining)."""
+  warmup = max(c.warmup_steps, 1)
+  if c.get("schedule", "constant") == "cosine":
+    schedule = optax.warmup_cosine_decay_schedule(
+      0.0, c.learning_rate, warmup, max(total_steps, warmup + 1), c.learning_rate * 0.05
+    )
+  elif c.warmup_steps == 0:
     schedule = optax.constant_schedule(c.learning_rate)
+  else:
+    schedule = optax.join_schedules(
+      [optax.linear_schedule(0.0, c.learning_rate, warmup), optax.constant_schedule(c.learning_rate)], [warmup]
+    )
   adam = (
     optax.adamw(schedule, b1=c.b1, b2=c.b2, eps=c.eps, weight_decay=c.weight_decay)
     if c.weight_decay
@@ -195,6 +202,52 @@ def run_metadata(pipe: Pipeline, style: data.StyleSet, config, use_adapter: bool
     "style_images": [str(p) for p in style.paths],
     "config": json.loads(config.to_json_best_effort()),
   }
+
+
+def evaluate_style(pipe, sampler, state, style: data.StyleSet, config, base: Path, workdir: Path) -> dict | None:
+  """On the shapes world, grade the adapter and the base (style phrase only) on new prompts with the oracle.
+
+  The target style is config.evaluate.style, or, on the embedded base, what the oracle reads in the first
+  style picture. Writes evaluation.json and replaces samples.png with reference / adapter / base rows.
+  """
+  from muse_styledrop.pipeline import EMBEDDED_BASE  # noqa: PLC0415
+  from muse_styledrop.shapes import grading  # noqa: PLC0415
+
+  grader = grading.grader_or_none(config.evaluate.oracle)
+  if grader is None or not (config.evaluate.style or base.resolve() == EMBEDDED_BASE.resolve()):
+    return None  # not a shapes-world run: nothing knows the truth
+  seen = grading.read_reference(grader, style.paths[0])
+  target = config.evaluate.style or seen["style"]
+  if target not in grading.STYLES_LIST:
+    raise ValueError(f"config.evaluate.style={target!r} is not a shapes-world style; use one of {grading.STYLES_LIST}")
+  report, with_adapter, without = grading.style_eval(
+    pipe,
+    sampler,
+    state,
+    grader,
+    style=target,
+    style_phrase=style.style_phrase,
+    avoid=(seen["shape"], seen["colour"]),
+    count=config.evaluate.prompts,
+    seed=config.evaluate.seed,
+    sample_config=config.sample,
+  )
+  weights.write_json(
+    {**report, "reference": {"path": str(style.paths[0]), "oracle_reads": seen}}, workdir / "evaluation.json"
+  )
+  side = with_adapter.shape[1]
+  reference = (images.load_image(style.paths[0], side) * 255).round().astype("uint8")
+  columns = min(8, len(with_adapter))
+  pad = lambda rows: (
+    rows
+    if len(rows) % columns == 0
+    else np.concatenate([rows, np.full((columns - len(rows) % columns, *rows.shape[1:]), 255, np.uint8)])
+  )
+  top = pad(reference[None])
+  images.save_png(
+    images.grid(np.concatenate([top, pad(with_adapter), pad(without)]), columns=columns), workdir / "samples.png"
+  )
+  return report
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
@@ -328,6 +381,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     "base_fingerprint": pipe.fingerprint,
     "style_phrase": style.style_phrase,
   }
+  if use_adapter and config.get("evaluate") and config.evaluate.prompts:
+    evaluation = evaluate_style(pipe, sampler, full_state(), style, config, base, workdir)
+    if evaluation is not None:
+      summary.update(adapter=evaluation["adapter"], base=evaluation["base"], evaluated_style=evaluation["style"])
   if use_adapter:
     final = nnx.state(nnx.merge(graphdef, trainable, frozen), AdapterParam)
     st, _ = weights.write_adapter(final, {**meta, "step": step}, workdir / "adapter")

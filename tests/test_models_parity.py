@@ -91,3 +91,30 @@ def test_text_encoder_with_projection_matches_transformers(tmp_path):
   np.testing.assert_allclose(text_embeds, ref.text_embeds.numpy(), atol=1e-5)
   np.testing.assert_allclose(out.penultimate_BTD, ref.hidden_states[-2].numpy(), atol=1e-5)
   np.testing.assert_allclose(out.last_hidden_BTD, ref.last_hidden_state.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+  "args",
+  [
+    dict(c_in=8, c_out=8, kernel=3, padding=1, groups=8),  # ConvNeXt depthwise
+    dict(c_in=5, c_out=7, kernel=3, padding=1),  # VQ resnet
+    dict(c_in=4, c_out=4, kernel=3, stride=2, padding=((0, 1), (0, 1))),  # VQ downsample
+    dict(c_in=6, c_out=3, kernel=1),
+    dict(c_in=4, c_out=6, kernel=2, stride=2, padding=((0, 1), (0, 1)), bias=False),  # U-ViT downsample
+    dict(c_in=3, c_out=5, kernel=8, stride=8),  # CLIP patch embedding
+  ],
+)
+def test_cpu_convolution_equals_xla_convolution(args):
+  """The CPU path (im2col / shifted sums) computes exactly what lax.conv does, gradients included."""
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+
+  from muse_styledrop.models.layers import conv
+
+  m = conv(rngs=nnx.Rngs(0), **args)
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 16, 16, args["c_in"])), jnp.float32)
+  np.testing.assert_allclose(m(x), nnx.Conv.__call__(m, x), atol=1e-5)
+  ours = jax.grad(lambda x: (m(x) ** 2).sum())(x)
+  xla = jax.grad(lambda x: (nnx.Conv.__call__(m, x) ** 2).sum())(x)
+  np.testing.assert_allclose(ours, xla, rtol=1e-4, atol=1e-4)

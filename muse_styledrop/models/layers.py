@@ -23,6 +23,45 @@ def linear(d_in: int, d_out: int, *, bias: bool, rngs: nnx.Rngs, dtype=None, par
   return nnx.Linear(d_in, d_out, use_bias=bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
 
+class Conv(nnx.Conv):
+  """nnx.Conv (same parameters, same results) computed as slices and matmuls on CPU.
+
+  XLA:CPU's convolutions are slow for the shapes these models use, and 40-70x
+  slower again inside a while loop (a scan of training steps, the sampler's
+  fori_loop): measured per fwd+bwd step on this machine, a depthwise 3x3 conv
+  over 64x8x8x128 took 50 ms unrolled and 3.6 s in a loop, a 1x1 conv 6 ms and
+  390 ms, while a matmul took 9 ms either way. So on CPU a convolution is
+  written as what it is: im2col (kernel-sized shifted slices, concatenated) and
+  one matmul, or for a depthwise conv a sum of shifted slices scaled per
+  channel. Other backends keep XLA's convolution.
+  """
+
+  def __call__(self, x):
+    explicit = isinstance(self.padding, (tuple, list)) and all(isinstance(p, (tuple, list)) for p in self.padding)
+    dilated = self.kernel_dilation not in (1, (1, 1)) or self.input_dilation not in (1, (1, 1))
+    if jax.default_backend() != "cpu" or not explicit or dilated:
+      return super().__call__(x)
+    kh, kw = self.kernel_size
+    sh, sw = (self.strides, self.strides) if isinstance(self.strides, int) else self.strides
+    (pt, pb), (pl, pr) = self.padding
+    dtype = self.dtype or jnp.result_type(x.dtype, self.kernel.dtype)
+    x = jnp.pad(x.astype(dtype), ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    kernel = self.kernel[...].astype(dtype)
+    ho, wo = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
+    window = lambda i, j: x[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw, :]
+    c_in, groups = x.shape[-1], self.feature_group_count
+    if groups == 1:
+      cols = (
+        window(0, 0) if kh == kw == 1 else jnp.concatenate([window(i, j) for i in range(kh) for j in range(kw)], -1)
+      )
+      y = cols @ kernel.reshape(kh * kw * c_in, -1)
+    elif groups == c_in == kernel.shape[-1]:  # depthwise
+      y = sum(window(i, j) * kernel[i, j, 0] for i in range(kh) for j in range(kw))
+    else:
+      return super().__call__(x[:, pt : x.shape[1] - pb, pl : x.shape[2] - pr])
+    return y if self.bias is None else y + self.bias[...].astype(dtype)
+
+
 def conv(
   c_in: int,
   c_out: int,
@@ -38,7 +77,7 @@ def conv(
 ):
   """An NHWC convolution with PyTorch's explicit symmetric padding."""
   pad = ((padding, padding), (padding, padding)) if isinstance(padding, int) else padding
-  return nnx.Conv(
+  return Conv(
     c_in,
     c_out,
     (kernel, kernel),

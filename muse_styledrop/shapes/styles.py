@@ -228,12 +228,12 @@ def colored_pencil(c):
 
 
 def _voronoi(rng, x, y, count):
+  """Each pixel's nearest seed, and the gap to the second nearest (0 on a cell border)."""
+  from scipy.spatial import cKDTree  # noqa: PLC0415 - only two styles need it
+
   seeds = rng.random((count, 2))
-  d = (x[..., None] - seeds[:, 0]) ** 2 + (y[..., None] - seeds[:, 1]) ** 2
-  order = np.argsort(d, axis=-1)[..., :2]
-  d1 = np.take_along_axis(d, order[..., :1], -1)[..., 0]
-  d2 = np.take_along_axis(d, order[..., 1:2], -1)[..., 0]
-  return order[..., 0], np.sqrt(d2) - np.sqrt(d1), seeds
+  dist, order = cKDTree(seeds).query(np.stack([x.ravel(), y.ravel()], -1), k=2)
+  return order[:, 0].reshape(x.shape), (dist[:, 1] - dist[:, 0]).reshape(x.shape), seeds
 
 
 def mosaic(c):

@@ -1,0 +1,46 @@
+r"""Pretrain the embedded base's VQ tokenizer: 64x64 pictures -> 16x16 tokens of 512 codes, on every style.
+
+  python -m muse_styledrop.shapes.dataset --out=data/shapes_all_24k.npz --count=24000 --first_seed=1000000 --styles=all
+  python -m muse_styledrop.pretrain --config=configs/pretrain_vq.py --workdir=runs/pretrain_vq
+
+A tokenizer is a general image codec, so it sees the held-out styles too.
+"""
+
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.name = "pretrain_vq"
+  c.model = "vq"
+  c.data = dict(train="data/shapes_all_24k.npz", test="data/shapes_test_4k.npz")
+  c.oracle = "runs/oracle"  # grades reconstructions; '' = the shipped oracle
+  c.vq = dict(
+    block_out_channels=(32, 64, 64),  # two stride-2 stages: 64x64 -> 16x16
+    layers_per_block=1,
+    latent_channels=32,
+    vq_embed_dim=8,  # low-dimensional codes are used more evenly
+    num_vq_embeddings=512,
+    norm_num_groups=16,
+    sample_size=64,
+    mid_block_add_attention=False,
+    lookup_from_codebook=True,
+  )
+  c.crop = 32  # train on random 32x32 crops (the model is convolutional)
+  c.commitment = 0.25
+  c.usage_decay = 0.99
+  c.dead_fraction = 0.03  # restart codes used less than 3% as often as uniform
+  c.optimizer = dict(
+    learning_rate=2e-3, b1=0.9, b2=0.99, eps=1e-8, weight_decay=0.0, grad_clip=1.0, warmup_steps=100, schedule="cosine"
+  )
+  c.batch_size = 32
+  c.steps = 1500
+  c.steps_per_call = 5
+  c.unroll = True  # XLA:CPU runs convolutions in a scan's while loop ~30x slower; unrolled, 5 steps compile in ~30 s
+  c.seed = 0
+  c.checkpoint = dict(every_seconds=180, use_async=True)
+  if arg == "runlocal":
+    c.steps, c.steps_per_call, c.batch_size = 20, 10, 4
+  elif arg:
+    raise ValueError(f"unknown variant {arg!r}; use runlocal or none")
+  return c

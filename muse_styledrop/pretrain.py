@@ -1,0 +1,183 @@
+r"""Pretraining the embedded base on the shapes world: a small VQ tokenizer, a small CLIP, a small U-ViT.
+
+  python -m muse_styledrop.pretrain --config=configs/pretrain_vq.py    [--workdir=DIR] [--config.key=value]
+  python -m muse_styledrop.pretrain --config=configs/pretrain_clip.py
+  python -m muse_styledrop.pretrain --config=configs/pretrain_uvit.py
+
+Every weight of the component trains (the trainer's "all weights" mode; the
+U-ViT's objective is the StyleDrop trainer's own `masked_loss`). Many steps run
+per jit call (a lax.scan); checkpoints go to workdir/checkpoints every few
+minutes, and the same command resumes. A finished run exports its component in
+the diffusers/transformers layout under workdir/export and measures it
+(summary.json). The U-ViT run exports the whole base directory, which is what
+`muse_styledrop/assets/shapes_base` is a half-precision copy of.
+
+Batches are drawn on the host from a generator seeded by (seed, step), so a
+resumed run draws exactly the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+from tqdm import tqdm
+
+from muse_styledrop import checkpointing
+from muse_styledrop.metrics import MetricWriter
+from muse_styledrop.shapes import objectives
+from muse_styledrop.train import TrainingDiverged, make_optimizer
+
+OBJECTIVES = {"vq": objectives.VQObjective, "clip": objectives.CLIPObjective, "uvit": objectives.UVitObjective}
+
+
+def make_steps(graphdef, tx, objective, steps: int, unroll: int | bool = 1):
+  """`steps` optimizer steps over a stacked batch as one pure function (a lax.scan)."""
+
+  def one_step(carry, batch, rest, frozen):
+    params, opt_state, extra, rng = carry
+    rng, loss_rng, update_rng = jax.random.split(rng, 3)
+
+    def loss_fn(params):
+      return objective.loss(nnx.merge(graphdef, params, rest), batch, extra, frozen, loss_rng)
+
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    params, extra, more = objective.after_update(params, extra, aux, update_rng)
+    return (params, opt_state, extra, rng), {
+      "loss": loss,
+      "grad_norm": optax.global_norm(grads),
+      **aux.get("metrics", {}),
+      **more,
+    }
+
+  def train_steps(params, opt_state, extra, rng, rest, frozen, batches):
+    (params, opt_state, extra, rng), m = jax.lax.scan(
+      functools.partial(one_step, rest=rest, frozen=frozen),
+      (params, opt_state, extra, rng),
+      batches,
+      length=steps,
+      unroll=unroll,
+    )
+    finite = jnp.isfinite(m["loss"]).all() & jnp.isfinite(m["grad_norm"]).all()
+    return params, opt_state, extra, rng, {**{k: v.mean() for k, v in m.items()}, "finite": finite}
+
+  return train_steps
+
+
+def pretrain(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
+  """Train the component `config.model` names in `workdir` (resuming), export and measure it; return the summary."""
+  workdir = Path(workdir)
+  if config.model not in OBJECTIVES:
+    raise ValueError(f"config.model={config.model!r}; use one of {', '.join(OBJECTIVES)}")
+  if config.steps % config.steps_per_call:
+    raise ValueError(f"config.steps={config.steps} is not a multiple of config.steps_per_call={config.steps_per_call}")
+  objective = OBJECTIVES[config.model](config, workdir)
+  model = objective.build(nnx.Rngs(config.seed))
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  tx = make_optimizer(config.optimizer, total_steps=config.steps)
+  opt_state = tx.init(params)
+  extra = objective.init_extra()
+  frozen = objective.frozen_state()
+  rng = jax.random.key(config.seed)
+  n_params = int(sum(x.size for x in jax.tree.leaves(params)))
+  # XLA:CPU runs convolutions inside a while loop (an un-unrolled scan) ~30x slower (measured on the VQ's
+  # backward pass: 25 s vs 0.75 s a step), so conv-heavy objectives unroll their steps (config.unroll).
+  unroll = True if config.get("unroll", False) else 1
+  train_steps = jax.jit(make_steps(graphdef, tx, objective, config.steps_per_call, unroll), donate_argnums=(0, 1, 2))
+
+  ckpt = checkpointing.Checkpointer(workdir / "checkpoints", use_async=config.checkpoint.use_async)
+  meta = {"model": config.model, "parameters": n_params, "config": json.loads(config.to_json_best_effort())}
+  step = 0
+  if (latest := ckpt.latest_step()) is not None:
+    like = {"params": params, "opt_state": opt_state, "extra": extra, "rng": jax.random.key_data(rng)}
+    restored, _ = ckpt.restore(latest, like)
+    params, opt_state, extra = restored["params"], restored["opt_state"], restored["extra"]
+    rng = jax.random.wrap_key_data(restored["rng"])
+    step = latest
+    print(f"resumed from {workdir / 'checkpoints' / str(latest)}")
+
+  writer = MetricWriter(workdir)
+  bar = tqdm(total=config.steps, initial=step, desc=f"pretrain {config.model}", unit="step", dynamic_ncols=True)
+  last, pending = {}, None
+  last_save = time.monotonic()
+
+  def log(step_done, metrics):
+    metrics = jax.device_get(metrics)
+    if not metrics.pop("finite"):
+      raise TrainingDiverged(
+        f"loss or gradients became NaN/Inf in the steps up to {step_done}; the last good checkpoint is kept in "
+        f"{workdir / 'checkpoints'}; lower config.optimizer.learning_rate"
+      )
+    metrics = {k: float(v) for k, v in metrics.items()}
+    bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+    writer.write(step_done, metrics)
+    return metrics
+
+  start = time.perf_counter()
+  try:
+    while step < config.steps:
+      batches = objective.host_batches(np.random.default_rng([config.seed, step]), config.steps_per_call)
+      params, opt_state, extra, rng, metrics = train_steps(params, opt_state, extra, rng, rest, frozen, batches)
+      step += config.steps_per_call
+      if pending is not None:  # read one call late, so the device never waits for the host
+        last = log(*pending)
+      pending = (step, metrics)
+      bar.update(config.steps_per_call)
+      if time.monotonic() - last_save > config.checkpoint.every_seconds or step == config.steps:
+        last = log(*pending)  # never checkpoint unchecked weights
+        pending = None
+        state = {"params": params, "opt_state": opt_state, "extra": extra, "rng": jax.random.key_data(rng)}
+        ckpt.save(step, state, meta)
+        last_save = time.monotonic()
+    if pending is not None:
+      last = log(*pending)
+  finally:
+    bar.close()
+    ckpt.close()
+    writer.close()
+  seconds = time.perf_counter() - start
+
+  model = nnx.merge(graphdef, params, rest)
+  export = objective.export(model, workdir / "export")
+  quality = objective.evaluate(model)
+  summary = {"model": config.model, "steps": step, "parameters": n_params, "train_seconds": round(seconds, 1)}
+  summary.update(last=last, export=str(export), quality=quality)
+  from muse_styledrop import weights  # noqa: PLC0415
+
+  weights.write_json(summary, workdir / "summary.json")
+  return summary
+
+
+def main(argv):
+  from absl import flags  # noqa: PLC0415
+
+  del argv
+  config = flags.FLAGS.config
+  workdir = flags.FLAGS.workdir or str(Path("runs") / config.get("name", f"pretrain_{config.model}"))
+  print(json.dumps(pretrain(config, workdir), indent=2))
+
+
+def entry():
+  from absl import flags  # noqa: PLC0415
+  from ml_collections import config_flags  # noqa: PLC0415
+
+  from muse_styledrop.cli import run_main  # noqa: PLC0415
+
+  config_flags.DEFINE_config_file("config", None, "A configs/pretrain_*.py file.", lock_config=True)
+  flags.DEFINE_string("workdir", "", "Run directory; default runs/<config name>.")
+  flags.mark_flags_as_required(["config"])
+  run_main(main)
+
+
+if __name__ == "__main__":
+  entry()

@@ -1,0 +1,216 @@
+"""Measured quality on the shapes world, graded by the oracle: VQ, CLIP zero-shot, base and adapter samples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from muse_styledrop.shapes import oracle as oracle_lib
+from muse_styledrop.shapes.styles import SEEN, STYLES
+from muse_styledrop.shapes.world import BACKGROUNDS, COLOURS, POSITIONS, SHAPES, Obj, Scene
+
+
+def grader_or_none(directory: str | Path | None) -> oracle_lib.Grader | None:
+  """The oracle in `directory` ('' = the shipped one), or None when there is none to grade with."""
+  directory = Path(directory) if directory else oracle_lib.SHIPPED
+  return oracle_lib.Grader(oracle_lib.load(directory)) if (directory / "oracle.safetensors").is_file() else None
+
+
+def _per_style(right: np.ndarray, style: np.ndarray) -> dict[str, float]:
+  return {STYLES_LIST[s]: round(float(right[style == s].mean()), 4) for s in np.unique(style)}
+
+
+STYLES_LIST = list(STYLES)
+
+
+# ----------------------------------------------------------------------------
+# VQ
+# ----------------------------------------------------------------------------
+
+
+def vq_quality(vq, test: dict, grader) -> dict:
+  """PSNR of reconstructions (all, per style) and the oracle's accuracy on originals and on reconstructions."""
+  graphdef, state = nnx.split(vq)
+  rebuild = jax.jit(
+    lambda s, x: jnp.clip(nnx.merge(graphdef, s).decode(nnx.merge(graphdef, s).encode(x / 255.0)), 0, 1) * 255.0
+  )
+  images = test["images"]
+  rec = np.concatenate(
+    [np.asarray(rebuild(state, jnp.asarray(images[i : i + 256], jnp.float32))) for i in range(0, len(images), 256)]
+  )
+  rec = np.round(rec).astype(np.uint8)
+  mse = ((rec.astype(np.float64) - images) ** 2).reshape(len(images), -1).mean(1)
+  psnr = 10 * np.log10(255.0**2 / np.maximum(mse, 1e-10))
+  out = {
+    "psnr": round(float(psnr.mean()), 2),
+    "psnr_per_style": {
+      STYLES_LIST[s]: round(float(psnr[test["style"] == s].mean()), 2) for s in np.unique(test["style"])
+    },
+    "tokens": list(vq.encode(jnp.zeros((1, *images.shape[1:]))).shape[1:]),
+  }
+  if grader is not None:
+    out["oracle_on_originals"] = label_accuracy(grader(images), test)
+    out["oracle_on_reconstructions"] = label_accuracy(grader(rec), test)
+  return out
+
+
+def label_accuracy(pred: dict, arrays: dict) -> dict:
+  """shape / colour (single-object pictures) / style accuracy, and the worst style's style accuracy."""
+  single = arrays["objects"] == 1
+  style_right = pred["style"] == arrays["style"]
+  per_style = _per_style(style_right, arrays["style"])
+  return {
+    "shape": round(float((pred["shape"] == arrays["shape"])[single].mean()), 4),
+    "colour": round(float((pred["colour"] == arrays["colour"])[single].mean()), 4),
+    "style": round(float(style_right.mean()), 4),
+    "worst_style": min((v, k) for k, v in per_style.items()),
+  }
+
+
+# ----------------------------------------------------------------------------
+# CLIP
+# ----------------------------------------------------------------------------
+
+
+def clip_zero_shot(model, tokenizer, test: dict) -> dict:
+  """Zero-shot accuracy on single-object pictures: each class's text embedding is the mean over prompt variants."""
+  from muse_styledrop.shapes.objectives import clip_pixels  # noqa: PLC0415
+
+  graphdef, state = nnx.split(model)
+  text_fn = jax.jit(lambda s, ids: nnx.merge(graphdef, s).encode_text(ids)[1])
+  image_fn = jax.jit(lambda s, x: nnx.merge(graphdef, s).encode_image(clip_pixels(x)))
+  unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)
+  grid = [(s, c, st) for s in SHAPES for c in COLOURS for st in STYLES]
+  prompts = [f"a {c} {s} {STYLES[st]}" for s, c, st in grid]
+  text = unit(
+    np.concatenate([np.asarray(text_fn(state, tokenizer(prompts[i : i + 512]))) for i in range(0, len(prompts), 512)])
+  )
+  text = text.reshape(len(SHAPES), len(COLOURS), len(STYLES), -1)
+  single = test["objects"] == 1
+  images = test["images"][single]
+  img = unit(
+    np.concatenate([np.asarray(image_fn(state, jnp.asarray(images[i : i + 256]))) for i in range(0, len(images), 256)])
+  )
+  out = {}
+  for name, axes, labels in (
+    ("shape", (1, 2), test["shape"]),
+    ("colour", (0, 2), test["colour"]),
+    ("style", (0, 1), test["style"]),
+  ):
+    classes = unit(text.mean(axis=axes))
+    out[name] = round(float(np.mean(np.argmax(img @ classes.T, -1) == labels[single])), 4)
+  return out
+
+
+# ----------------------------------------------------------------------------
+# Samples
+# ----------------------------------------------------------------------------
+
+
+def eval_scenes(count: int, seed: int, avoid: tuple[str, str] | None = None) -> list[Scene]:
+  """`count` single-object scenes, medium or large, drawn reproducibly; with `avoid` = (shape, colour), none has that
+  shape or that colour (the new content a style is judged on)."""
+  rng = np.random.default_rng(seed)
+  shapes = [s for s in SHAPES if not avoid or s != avoid[0]]
+  colours = [c for c in COLOURS if not avoid or c != avoid[1]]
+  scenes = []
+  for i in range(count):
+    shape, colour = shapes[i % len(shapes)], colours[rng.integers(len(colours))]
+    size = ("medium", "large")[rng.integers(2)]
+    position = list(POSITIONS)[rng.integers(len(POSITIONS))] if size == "medium" else "center"
+    scenes.append(Scene((Obj(shape, colour, size, position),), list(BACKGROUNDS)[rng.integers(len(BACKGROUNDS))]))
+  return scenes
+
+
+def grade(pictures: np.ndarray, scenes: list[Scene], styles: list[str], grader) -> dict:
+  """Accuracy of generated pictures against what their prompts asked for (content = shape and colour both right)."""
+  pred = grader(pictures)
+  shape = pred["shape"] == np.asarray([SHAPES.index(s.objects[0].shape) for s in scenes])
+  colour = pred["colour"] == np.asarray([list(COLOURS).index(s.objects[0].colour) for s in scenes])
+  style = pred["style"] == np.asarray([STYLES_LIST.index(s) for s in styles])
+  return {
+    "style_accuracy": round(float(style.mean()), 4),
+    "content_accuracy": round(float((shape & colour).mean()), 4),
+    "shape_accuracy": round(float(shape.mean()), 4),
+    "colour_accuracy": round(float(colour.mean()), 4),
+    "count": len(scenes),
+  }
+
+
+def sample(pipe, prompts: list[str], *, seed: int, guidance: float, steps: int, temperature=(4.5, 0.0), batch=64):
+  """Pictures of `prompts` from the base with classifier-free guidance (empty negative prompt)."""
+  from muse_styledrop import sampling  # noqa: PLC0415
+
+  side = pipe.transformer.config.sample_size
+  out = []
+  for i in range(0, len(prompts), batch):
+    chunk = prompts[i : i + batch]
+    chunk = chunk + [chunk[-1]] * (batch - len(chunk)) if len(prompts) > batch else chunk
+    text, pooled = pipe.encode_prompts(chunk)
+    neg_text, neg_pooled = pipe.encode_prompts([""] * len(chunk))
+    micro = pipe.micro_conds(len(chunk), side * pipe.downscale, side * pipe.downscale)
+    passes = sampling.classifier_free(text, pooled, neg_text, neg_pooled, micro, guidance)
+    tokens = pipe.sampler(passes, jax.random.key(seed + i), (side, side), num_steps=steps, temperature=temperature)
+    out.append(pipe.decode_tokens(tokens)[: len(prompts[i : i + batch])])
+  return np.concatenate(out)
+
+
+def base_quality(pipe, grader, count: int = 200, seed: int = 0, guidance: float = 3.0, steps: int = 12) -> dict:
+  """The base's own samples for `count` prompts of seen styles, graded by the oracle."""
+  if grader is None:
+    return {"oracle": "missing: train one with python -m muse_styledrop.shapes.oracle"}
+  from muse_styledrop.shapes.render import caption  # noqa: PLC0415
+
+  scenes = eval_scenes(count, seed)
+  styles = [SEEN[i % len(SEEN)] for i in range(count)]
+  prompts = [caption(s, st) for s, st in zip(scenes, styles, strict=True)]
+  pictures = sample(pipe, prompts, seed=seed, guidance=guidance, steps=steps)
+  return {**grade(pictures, scenes, styles, grader), "guidance": guidance, "steps": steps}
+
+
+def style_eval(pipe, sampler, state, grader, *, style, style_phrase, avoid, count: int, seed: int, sample_config):
+  """A trained adapter against the base, on `count` new single-object prompts in one style.
+
+  Adapter: StyleDrop guidance (lambda_a, lambda_b of sample_config). Base: the same prompts with the style phrase,
+  classifier-free guidance lambda_b, no adapter. Returns (report, adapter pictures, base pictures).
+  """
+  from muse_styledrop import data, sampling  # noqa: PLC0415
+
+  scenes = eval_scenes(count, seed, avoid)
+  prompts = [data.join_prompt(s.content(), style_phrase) for s in scenes]
+  text, pooled = pipe.encode_prompts(prompts)
+  neg_text, neg_pooled = pipe.encode_prompts([sample_config.negative_prompt] * count)
+  side = pipe.transformer.config.sample_size
+  micro = pipe.micro_conds(count, side * pipe.downscale, side * pipe.downscale)
+  c = sample_config
+  adapter = sampling.styledrop(text, pooled, neg_text, neg_pooled, micro, c.lambda_a, c.lambda_b)
+  base = sampling.classifier_free(text, pooled, neg_text, neg_pooled, micro, c.lambda_b)
+  base.adapter_ids_PB = jnp.full((2, count), -1, jnp.int32)
+  draw = lambda passes: pipe.decode_tokens(
+    sampler(
+      passes, jax.random.key(seed), (side, side), num_steps=c.steps, temperature=tuple(c.temperature), state=state
+    )
+  )
+  pictures_adapter, pictures_base = draw(adapter), draw(base)
+  styles = [style] * count
+  report = {
+    "style": style,
+    "style_phrase": style_phrase,
+    "adapter": grade(pictures_adapter, scenes, styles, grader),
+    "base": grade(pictures_base, scenes, styles, grader),
+    "prompts": prompts,
+  }
+  return report, pictures_adapter, pictures_base
+
+
+def read_reference(grader, path) -> dict[str, str]:
+  """What the oracle sees in a reference picture: {'shape', 'colour', 'style'} names."""
+  from muse_styledrop import images  # noqa: PLC0415
+
+  pred = grader(images.load_image(path, 64)[None])
+  names = {"shape": SHAPES, "colour": list(COLOURS), "style": STYLES_LIST}
+  return {k: names[k][int(pred[k][0])] for k in names}

@@ -1,0 +1,289 @@
+"""What each component of the embedded base learns from the shapes world, for `muse_styledrop.pretrain`.
+
+An objective builds its model, draws host batches (stacked for a scan of
+steps), gives the loss, optionally edits the weights after an update (the VQ's
+dead-code restarts), exports the result in the diffusers/transformers layout
+and measures it.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from muse_styledrop import weights
+from muse_styledrop.models.clip import CLIPConfig, CLIPModel, TowerConfig
+from muse_styledrop.models.uvit import UVit2DModel, UVitConfig
+from muse_styledrop.models.vq import VQConfig, VQModel
+from muse_styledrop.shapes import dataset, grading
+from muse_styledrop.shapes.styles import STYLES
+from muse_styledrop.tokenizer import Tokenizer, build_clip_tokenizer
+
+CLIP_MEAN = np.asarray([0.48145466, 0.4578275, 0.40821073], np.float32)  # OpenAI CLIP's pixel normalisation
+CLIP_STD = np.asarray([0.26862954, 0.26130258, 0.27577711], np.float32)
+
+
+def clip_pixels(images_uint8):
+  """uint8 pictures -> CLIP-normalised float pixels."""
+  return (images_uint8.astype(jnp.float32) / 255.0 - CLIP_MEAN) / CLIP_STD
+
+
+def _key(path) -> str:
+  return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+
+
+class Objective:
+  def __init__(self, config, workdir: Path):
+    self.c = config
+    self.workdir = Path(workdir)
+
+  def init_extra(self):
+    return {}
+
+  def frozen_state(self):
+    return {}
+
+  def after_update(self, params, extra, aux, rng):
+    return params, extra, {}
+
+  def pick(self, rng: np.random.Generator, steps: int, n: int):
+    return rng.integers(0, n, (steps, self.c.batch_size))
+
+
+# ----------------------------------------------------------------------------
+# VQ tokenizer: L1 + L2 reconstruction, codebook and commitment losses, dead-code restarts
+# ----------------------------------------------------------------------------
+
+
+class VQObjective(Objective):
+  """A VQ autoencoder trained on random crops (it is convolutional; crops cost a quarter of full pictures)."""
+
+  def __init__(self, config, workdir):
+    super().__init__(config, workdir)
+    self.images = dataset.load(Path(config.data.train))["images"]
+    self.vq_config = VQConfig(**{**config.vq.to_dict(), "block_out_channels": tuple(config.vq.block_out_channels)})
+    self.codes = self.vq_config.num_vq_embeddings
+
+  def build(self, rngs):
+    return VQModel(self.vq_config, rngs=rngs)
+
+  def init_extra(self):
+    return {"usage": jnp.zeros((self.codes,), jnp.float32)}  # all "dead": the first step fills the codebook from data
+
+  def host_batches(self, rng, steps):
+    idx = self.pick(rng, steps, len(self.images))
+    crop = self.c.crop
+    side = self.images.shape[1]
+    offsets = rng.integers(0, side - crop + 1, (*idx.shape, 2))
+    out = np.empty((*idx.shape, crop, crop, 3), np.uint8)
+    for s, b in np.ndindex(idx.shape):
+      y, x = offsets[s, b]
+      out[s, b] = self.images[idx[s, b], y : y + crop, x : x + crop]
+    return {"images": out}
+
+  def loss(self, model, batch, extra, frozen, rng):
+    x = batch["images"].astype(jnp.float32) / 255.0
+    z = model.quant_conv(model.encoder(x))
+    ids = model.quantize.nearest(z)
+    q = model.quantize.lookup(ids)
+    rec = model.decoder(model.post_quant_conv(z + jax.lax.stop_gradient(q - z)))  # straight-through
+    l1, l2 = jnp.mean(jnp.abs(rec - x)), jnp.mean((rec - x) ** 2)
+    codebook = jnp.mean((jax.lax.stop_gradient(z) - q) ** 2)
+    commit = jnp.mean((z - jax.lax.stop_gradient(q)) ** 2)
+    loss = l1 + l2 + codebook + self.c.commitment * commit
+    return loss, {"ids": ids, "z": jax.lax.stop_gradient(z), "metrics": {"l1": l1, "psnr": -10 * jnp.log10(l2)}}
+
+  def after_update(self, params, extra, aux, rng):
+    """Codes unused for a while (usage EMA below a fraction of uniform) restart at random encoder outputs."""
+    k = self.codes
+    ids = aux["ids"].reshape(-1)
+    z = aux["z"].reshape(-1, aux["z"].shape[-1])
+    usage = self.c.usage_decay * extra["usage"] + (1 - self.c.usage_decay) * jnp.bincount(ids, length=k) / ids.size
+    dead = usage < self.c.dead_fraction / k
+    fresh = z[jax.random.randint(rng, (k,), 0, z.shape[0])]
+
+    def restart(path, x):
+      return jnp.where(dead[:, None], fresh, x) if _key(path).startswith("quantize/embedding/embedding") else x
+
+    params = jax.tree_util.tree_map_with_path(restart, params)
+    probs = usage / usage.sum()
+    perplexity = jnp.exp(-jnp.sum(probs * jnp.log(probs + 1e-10)))
+    return params, {"usage": jnp.where(dead, 1.0 / k, usage)}, {"restarted": dead.sum(), "perplexity": perplexity}
+
+  def export(self, model, out: Path) -> Path:
+    weights.save_vqvae(model, out / "vqvae")
+    return out / "vqvae"
+
+  def evaluate(self, model) -> dict:
+    test = dataset.load(Path(self.c.data.test))
+    return grading.vq_quality(model, test, grading.grader_or_none(self.c.oracle))
+
+
+# ----------------------------------------------------------------------------
+# CLIP: contrastive text and image towers, with a tokenizer built for the world
+# ----------------------------------------------------------------------------
+
+
+def world_words(captions) -> list[str]:
+  words = {w for c in captions for w in re.findall(r"[a-z0-9]+", str(c).lower())}
+  words |= {w for p in STYLES.values() for w in re.findall(r"[a-z0-9]+", p)}
+  return sorted(words)
+
+
+class CLIPObjective(Objective):
+  def __init__(self, config, workdir):
+    super().__init__(config, workdir)
+    arrays = dataset.load(Path(config.data.train))
+    self.images = arrays["images"]
+    tok_dir = self.workdir / "tokenizer"
+    if not (tok_dir / "vocab.json").is_file():
+      build_clip_tokenizer(world_words(arrays["caption"]), tok_dir, max_length=config.max_length)
+    self.tokenizer = Tokenizer(tok_dir)
+    self.ids = np.concatenate(
+      [self.tokenizer(list(arrays["caption"][i : i + 4096])) for i in range(0, len(self.images), 4096)]
+    )
+    eos = self.tokenizer._tok.eos_token_id
+    if not (self.ids == eos).any(axis=1).all():
+      raise ValueError(f"config.max_length={config.max_length} truncates some captions; raise it")
+    c = config.clip
+    self.clip_config = CLIPConfig(
+      text=TowerConfig(
+        **c.text.to_dict(),
+        vocab_size=self.tokenizer.vocab_size,
+        max_position_embeddings=config.max_length,
+        eos_token_id=eos,
+      ),
+      vision=TowerConfig(**c.vision.to_dict(), image_size=self.images.shape[1]),
+      projection_dim=c.projection_dim,
+      with_logit_scale=True,
+    )
+
+  def build(self, rngs):
+    return CLIPModel(self.clip_config, rngs=rngs)
+
+  def host_batches(self, rng, steps):
+    idx = self.pick(rng, steps, len(self.images))
+    return {"images": self.images[idx], "ids": self.ids[idx]}
+
+  def loss(self, model, batch, extra, frozen, rng):
+    image = model.encode_image(clip_pixels(batch["images"]))
+    _, text = model.encode_text(batch["ids"])
+    image = image / jnp.linalg.norm(image, axis=-1, keepdims=True)
+    text = text / jnp.linalg.norm(text, axis=-1, keepdims=True)
+    logits = jnp.exp(jnp.minimum(model.logit_scale[...], np.log(100.0))) * image @ text.T
+    labels = jnp.arange(logits.shape[0])
+    loss = (
+      optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+      + optax.softmax_cross_entropy_with_integer_labels(logits.T, labels).mean()
+    ) / 2
+    return loss, {"metrics": {"batch_accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}}
+
+  def export(self, model, out: Path) -> Path:
+    """out/clip: the whole CLIPModel (+ tokenizer); out/text_encoder: CLIPTextModelWithProjection; out/tokenizer."""
+    weights.save_clip(model, out / "clip")
+    text_only = CLIPModel(
+      CLIPConfig(text=self.clip_config.text, projection_dim=self.clip_config.projection_dim), rngs=nnx.Rngs(0)
+    )
+    tensors = {k: (v, out / "clip") for k, v in weights.state_dict(model).items() if k.startswith("text_")}
+    weights.load_params(text_only, tensors, "text encoder")
+    weights.save_clip(text_only, out / "text_encoder")
+    for d in (out / "tokenizer", out / "clip"):
+      self.tokenizer.save(d)
+    return out
+
+  def evaluate(self, model) -> dict:
+    test = dataset.load(Path(self.c.data.test))
+    return grading.clip_zero_shot(model, self.tokenizer, test)
+
+
+# ----------------------------------------------------------------------------
+# U-ViT: the masked-token objective of the StyleDrop trainer, conditioned on the frozen small CLIP
+# ----------------------------------------------------------------------------
+
+
+class UVitObjective(Objective):
+  def __init__(self, config, workdir):
+    super().__init__(config, workdir)
+    from muse_styledrop.pipeline import Pipeline  # noqa: PLC0415
+
+    clip_dir = Path(config.clip_dir)
+    self.vq = weights.load_vqvae(Path(config.vq_dir))
+    self.text_encoder = weights.load_clip(clip_dir / "text_encoder")
+    self.tokenizer = Tokenizer(clip_dir / "tokenizer")
+    self.codes = self.vq.config.num_vq_embeddings
+    arrays = dataset.load(Path(config.data.train))
+    self.tokens = self._tokens(arrays["images"])
+    self.ids = np.concatenate(
+      [self.tokenizer(list(arrays["caption"][i : i + 4096])) for i in range(0, len(self.tokens), 4096)]
+    )
+    self.empty_ids = self.tokenizer([""])[0]
+    text = self.text_encoder.config.text
+    self.uvit_config = UVitConfig(
+      **config.uvit.to_dict(),
+      vocab_size=self.codes + 1,
+      codebook_size=self.codes,
+      encoder_hidden_size=text.hidden_size,
+      cond_embed_dim=self.text_encoder.config.projection_dim,
+      sample_size=self.tokens.shape[1],
+    )
+    self.text_graphdef, self.text_state = nnx.split(self.text_encoder)
+    self._pipeline = Pipeline
+
+  def _tokens(self, images):
+    """VQ tokens of every training picture, computed once and cached in the workdir."""
+    cache = self.workdir / "tokens.npy"
+    if cache.is_file():
+      return np.load(cache)
+    graphdef, state = nnx.split(self.vq)
+    encode = jax.jit(lambda s, x: nnx.merge(graphdef, s).encode(x.astype(jnp.float32) / 255.0))
+    tokens = np.concatenate([np.asarray(encode(state, images[i : i + 512])) for i in range(0, len(images), 512)])
+    self.workdir.mkdir(parents=True, exist_ok=True)
+    np.save(cache.with_suffix(".tmp.npy"), tokens.astype(np.int16))
+    cache.with_suffix(".tmp.npy").replace(cache)
+    return tokens.astype(np.int16)
+
+  def build(self, rngs):
+    return UVit2DModel(self.uvit_config, rngs=rngs)
+
+  def frozen_state(self):
+    return self.text_state
+
+  def host_batches(self, rng, steps):
+    idx = self.pick(rng, steps, len(self.tokens))
+    ids = self.ids[idx]
+    drop = rng.random(idx.shape) < self.c.text_dropout
+    ids = np.where(drop[..., None], self.empty_ids, ids)
+    return {"tokens": self.tokens[idx].astype(np.int32), "ids": ids}
+
+  def loss(self, model, batch, extra, frozen, rng):
+    from muse_styledrop.train import masked_loss  # noqa: PLC0415
+
+    out, pooled = nnx.merge(self.text_graphdef, frozen).encode_text(batch["ids"])
+    side = self.tokens.shape[1] * self.vq.config.downscale
+    micro = jnp.tile(jnp.asarray([[side, side, 0, 0, 6.0]], jnp.float32), (batch["ids"].shape[0], 1))
+    mask_id = self.uvit_config.mask_token_id
+    return masked_loss(model, batch["tokens"], out.penultimate_BTD, pooled, micro, None, rng, mask_id), {}
+
+  def export(self, model, out: Path) -> Path:
+    """out/shapes_base: the whole base directory in the diffusers layout, half precision."""
+    pipe = self._pipeline(model, self.vq, self.text_encoder, self.tokenizer, mask_token_id=self.codes)
+    target = out / "shapes_base"
+    tmp = out / "shapes_base.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.save_pretrained(tmp, dtype=jnp.float16)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.replace(target)
+    return target
+
+  def evaluate(self, model) -> dict:
+    from muse_styledrop.pipeline import Pipeline  # noqa: PLC0415
+
+    pipe = Pipeline.from_pretrained(self.workdir / "export" / "shapes_base")
+    return grading.base_quality(pipe, grading.grader_or_none(self.c.oracle), count=self.c.eval_prompts)
