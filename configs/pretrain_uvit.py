@@ -19,24 +19,24 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data = dict(train="data/shapes_seen_60k.npz")
   c.vq_dir = "runs/pretrain_vq/export/vqvae"
   c.clip_dir = "runs/pretrain_clip/export"
-  c.oracle = "runs/oracle"  # grades the base's samples; '' = the shipped oracle
+  c.oracle = ""  # grades the base's samples: "" = the shipped oracle
   c.eval_prompts = 200
   c.uvit = dict(
-    hidden_size=256,
+    hidden_size=128,
     use_bias=False,
     hidden_dropout=0.0,
     micro_cond_encode_dim=32,
     micro_cond_embed_dim=160,  # 5 micro-conditions x 32
     in_channels=64,
-    block_out_channels=256,
-    num_res_blocks=2,
+    block_out_channels=128,
+    num_res_blocks=3,  # three ConvNeXt blocks on each side: their depthwise convs are the only source of position
     downsample=True,
     upsample=True,
-    block_num_heads=4,
+    block_num_heads=2,
     num_hidden_layers=6,
     num_attention_heads=4,
     attention_dropout=0.0,
-    intermediate_size=768,
+    intermediate_size=384,
     layer_norm_eps=1e-6,
     ln_elementwise_affine=True,
   )
@@ -44,9 +44,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optimizer = dict(
     learning_rate=1e-3, b1=0.9, b2=0.99, eps=1e-8, weight_decay=0.01, grad_clip=1.0, warmup_steps=200, schedule="cosine"
   )
-  c.batch_size = 64
-  c.steps = 6000
-  c.steps_per_call = 20
+  c.batch_size = 32
+  c.steps = 3600
+  c.steps_per_call = 10
   c.seed = 0
   c.checkpoint = dict(every_seconds=180, use_async=True)
   if arg == "runlocal":

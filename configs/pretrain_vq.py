@@ -14,7 +14,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.name = "pretrain_vq"
   c.model = "vq"
   c.data = dict(train="data/shapes_all_24k.npz", test="data/shapes_test_4k.npz")
-  c.oracle = "runs/oracle"  # grades reconstructions; '' = the shipped oracle
+  c.oracle = ""  # grades reconstructions: "" = the shipped oracle
   c.vq = dict(
     block_out_channels=(32, 64, 64),  # two stride-2 stages: 64x64 -> 16x16
     layers_per_block=1,

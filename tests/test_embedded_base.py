@@ -1,0 +1,57 @@
+"""The shipped shapes-world base: small, half precision, loadable by us and by diffusers, the default everywhere."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from muse_styledrop.pipeline import EMBEDDED_BASE, Pipeline, resolve_base_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_embedded_base_is_the_default_and_small():
+  assert resolve_base_model("") == EMBEDDED_BASE
+  files = [p for p in EMBEDDED_BASE.rglob("*") if p.is_file()]
+  assert sum(p.stat().st_size for p in files) <= 25 * 2**20
+  from safetensors import safe_open
+
+  for f in EMBEDDED_BASE.rglob("*.safetensors"):
+    with safe_open(str(f), "np") as st:
+      assert all(str(st.get_slice(k).get_dtype()) == "F16" for k in st.keys()), f
+
+
+def test_embedded_base_loads_and_parity_passes_against_diffusers():
+  pipe = Pipeline.from_pretrained(EMBEDDED_BASE)
+  assert pipe.transformer.config.position_embedding_grid == ()  # plain aMUSEd architecture
+  result = subprocess.run(
+    [sys.executable, "-m", "muse_styledrop.parity", f"--reference={EMBEDDED_BASE}"],
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
+  assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_main_command_runs_on_the_embedded_base_and_grades_adapter_and_base(tmp_path):
+  result = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "muse_styledrop.train",
+      "--config=configs/style_one_shot.py:runlocal",
+      f"--workdir={tmp_path}",
+      "--config.evaluate.prompts=8",
+    ],
+    capture_output=True,
+    text=True,
+    cwd=ROOT,
+    timeout=900,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  for who in ("adapter", "base"):
+    assert set(summary[who]) >= {"style_accuracy", "content_accuracy"} and summary[who]["count"] == 8
+  assert summary["evaluated_style"] == "stained_glass"
+  for name in ("adapter.safetensors", "adapter.json", "samples.png", "evaluation.json"):
+    assert (tmp_path / name).is_file(), name
