@@ -1,6 +1,7 @@
 """The shipped shapes-world base: small, half precision, loadable by us and by diffusers, the default everywhere."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +48,7 @@ def test_main_command_runs_on_the_embedded_base_and_grades_adapter_and_base(tmp_
     text=True,
     cwd=ROOT,
     timeout=900,
+    env={k: v for k, v in os.environ.items() if k != "XLA_FLAGS"},  # one CPU device, as a user has
   )
   assert result.returncode == 0, result.stderr[-3000:]
   summary = json.loads((tmp_path / "summary.json").read_text())

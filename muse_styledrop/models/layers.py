@@ -30,10 +30,13 @@ class Conv(nnx.Conv):
   slower again inside a while loop (a scan of training steps, the sampler's
   fori_loop): measured per fwd+bwd step on this machine, a depthwise 3x3 conv
   over 64x8x8x128 took 50 ms unrolled and 3.6 s in a loop, a 1x1 conv 6 ms and
-  390 ms, while a matmul took 9 ms either way. So on CPU a convolution is
-  written as what it is: im2col (kernel-sized shifted slices, concatenated) and
-  one matmul, or for a depthwise conv a sum of shifted slices scaled per
-  channel. Other backends keep XLA's convolution.
+  390 ms, while a matmul took 9 ms either way. So on CPU the convolutions the
+  masked transformer and CLIP use are written as what they are: a 1x1 conv or
+  a non-overlapping patch conv (kernel = stride) is a reshape and one matmul;
+  a depthwise conv is a sum of shifted slices scaled per channel. Overlapping
+  dense convolutions (the VQ's 3x3s) stay XLA's: their im2col would copy the
+  input kh*kw times (2.4 GB for a batch of 512 at 64x64x32), and the VQ's
+  pretraining unrolls its steps instead. Other backends keep XLA's convolution.
   """
 
   def __call__(self, x):
@@ -50,11 +53,10 @@ class Conv(nnx.Conv):
     ho, wo = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
     window = lambda i, j: x[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw, :]
     c_in, groups = x.shape[-1], self.feature_group_count
-    if groups == 1:
-      cols = (
-        window(0, 0) if kh == kw == 1 else jnp.concatenate([window(i, j) for i in range(kh) for j in range(kw)], -1)
-      )
-      y = cols @ kernel.reshape(kh * kw * c_in, -1)
+    if groups == 1 and (kh, kw) == (sh, sw):  # 1x1, or non-overlapping patches: a reshape and a matmul
+      b = x.shape[0]
+      cols = x[:, : ho * kh, : wo * kw].reshape(b, ho, kh, wo, kw, c_in).transpose(0, 1, 3, 2, 4, 5)
+      y = cols.reshape(b, ho, wo, kh * kw * c_in) @ kernel.reshape(kh * kw * c_in, -1)
     elif groups == c_in == kernel.shape[-1]:  # depthwise
       y = sum(window(i, j) * kernel[i, j, 0] for i in range(kh) for j in range(kw))
     else:

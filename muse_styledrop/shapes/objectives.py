@@ -8,6 +8,7 @@ and measures it.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 from pathlib import Path
@@ -17,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from tqdm import tqdm
 
 from muse_styledrop import weights
 from muse_styledrop.models.clip import CLIPConfig, CLIPModel, TowerConfig
@@ -118,12 +120,34 @@ class VQObjective(Objective):
     return params, {"usage": jnp.where(dead, 1.0 / k, usage)}, {"restarted": dead.sum(), "perplexity": perplexity}
 
   def export(self, model, out: Path) -> Path:
-    weights.save_vqvae(model, out / "vqvae")
+    weights.save_vqvae(padded_codes(model), out / "vqvae")
     return out / "vqvae"
 
   def evaluate(self, model) -> dict:
     test = dataset.load(Path(self.c.data.test))
     return grading.vq_quality(model, test, grading.grader_or_none(self.c.oracle))
+
+
+def padded_codes(vq: VQModel) -> VQModel:
+  """The same tokenizer with vq_embed_dim = latent_channels, which diffusers' AmusedPipeline needs.
+
+  Its decode reshapes codebook vectors to latent_channels, so codes narrower than the latents (ours train in 8
+  dimensions: low-dimensional codes are used more evenly) break it. Padding codes, quant_conv's outputs and
+  post_quant_conv's inputs with zeros changes no distance and no output: the ids and pictures are exactly the same.
+  """
+  c = vq.config
+  if c.embed_dim == c.latent_channels:
+    return vq
+  wide = VQModel(dataclasses.replace(c, vq_embed_dim=None), rngs=nnx.Rngs(0))
+  nnx.update(wide, nnx.state(vq))  # everything but the three resized tensors is unchanged
+  pad = c.latent_channels - c.embed_dim
+  q_kernel = vq.quant_conv.kernel[...]  # (1, 1, latent, embed)
+  wide.quant_conv.kernel.set_value(jnp.pad(q_kernel, ((0, 0), (0, 0), (0, 0), (0, pad))))
+  wide.quant_conv.bias.set_value(jnp.pad(vq.quant_conv.bias[...], (0, pad)))
+  wide.quantize.embedding.embedding.set_value(jnp.pad(vq.quantize.embedding.embedding[...], ((0, 0), (0, pad))))
+  p_kernel = vq.post_quant_conv.kernel[...]  # (1, 1, embed, latent)
+  wide.post_quant_conv.kernel.set_value(jnp.pad(p_kernel, ((0, 0), (0, 0), (0, pad), (0, 0))))
+  return wide
 
 
 # ----------------------------------------------------------------------------
@@ -243,7 +267,8 @@ class UVitObjective(Objective):
       return np.load(cache)
     graphdef, state = nnx.split(self.vq)
     encode = jax.jit(lambda s, x: nnx.merge(graphdef, s).encode(x.astype(jnp.float32) / 255.0))
-    tokens = np.concatenate([np.asarray(encode(state, images[i : i + 512])) for i in range(0, len(images), 512)])
+    chunks = range(0, len(images), 512)
+    tokens = np.concatenate([np.asarray(encode(state, images[i : i + 512])) for i in tqdm(chunks, desc="VQ tokens")])
     self.workdir.mkdir(parents=True, exist_ok=True)
     np.save(cache.with_suffix(".tmp.npy"), tokens.astype(np.int16))
     cache.with_suffix(".tmp.npy").replace(cache)
