@@ -51,3 +51,14 @@ def run_main(main) -> None:
         + "; the config file lists every field"
       )
     fail(f"{message.strip()} (while reading the --config flags)")
+
+
+def run_config_main(main, config_help: str) -> None:
+  """`--config=FILE[:variant] [--config.key=value ...] [--workdir=DIR]`, then `main` under run_main."""
+  from absl import flags  # noqa: PLC0415
+  from ml_collections import config_flags  # noqa: PLC0415
+
+  config_flags.DEFINE_config_file("config", None, config_help, lock_config=True)
+  flags.DEFINE_string("workdir", "", "Run directory; default runs/<config name>.")
+  flags.mark_flags_as_required(["config"])
+  run_main(main)

@@ -406,15 +406,9 @@ def main(argv):
 
 
 def entry():
-  from absl import flags  # noqa: PLC0415
-  from ml_collections import config_flags  # noqa: PLC0415
+  from muse_styledrop.cli import run_config_main  # noqa: PLC0415
 
-  from muse_styledrop.cli import run_main  # noqa: PLC0415
-
-  config_flags.DEFINE_config_file("config", None, "A configs/*.py file, optionally with ':variant'.", lock_config=True)
-  flags.DEFINE_string("workdir", "", "Run directory; default runs/<config name>.")
-  flags.mark_flags_as_required(["config"])
-  run_main(main)
+  run_config_main(main, "A configs/*.py file, optionally with ':variant'.")
 
 
 if __name__ == "__main__":
