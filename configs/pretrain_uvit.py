@@ -49,8 +49,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.steps_per_call = 10
   c.seed = 0
   c.checkpoint = dict(every_seconds=180, use_async=True)
-  if arg == "runlocal":
+  if arg == "position":  # Muse's learned 2D position embedding on the 8x8 transformer grid (diffusers cannot load it)
+    c.name = "pretrain_uvit_position"
+    c.uvit.position_embedding_grid = (8, 8)
+  elif arg == "runlocal":
     c.steps, c.steps_per_call, c.batch_size, c.eval_prompts = 20, 10, 4, 8
   elif arg:
-    raise ValueError(f"unknown variant {arg!r}; use runlocal or none")
+    raise ValueError(f"unknown variant {arg!r}; use position, runlocal or none")
   return c
