@@ -34,7 +34,7 @@ from tqdm import tqdm
 from muse_styledrop import checkpointing
 from muse_styledrop.metrics import MetricWriter
 from muse_styledrop.shapes import objectives
-from muse_styledrop.train import TrainingDiverged, make_optimizer
+from muse_styledrop.train import make_optimizer, record_metrics
 
 OBJECTIVES = {"vq": objectives.VQObjective, "clip": objectives.CLIPObjective, "uvit": objectives.UVitObjective}
 
@@ -111,17 +111,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
   last, pending = {}, None
   last_save = time.monotonic()
 
-  def log(step_done, metrics):
-    metrics = jax.device_get(metrics)
-    if not metrics.pop("finite"):
-      raise TrainingDiverged(
-        f"loss or gradients became NaN/Inf in the steps up to {step_done}; the last good checkpoint is kept in "
-        f"{workdir / 'checkpoints'}; lower config.optimizer.learning_rate"
-      )
-    metrics = {k: float(v) for k, v in metrics.items()}
-    bar.set_postfix(loss=f"{metrics['loss']:.4f}")
-    writer.write(step_done, metrics)
-    return metrics
+  log = functools.partial(record_metrics, workdir=workdir, bar=bar, writer=writer)
 
   start = time.perf_counter()
   try:

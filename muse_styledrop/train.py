@@ -131,6 +131,20 @@ def make_train_steps(
   return train_steps
 
 
+def record_metrics(step_done: int, metrics, *, workdir: Path, bar, writer: MetricWriter) -> dict:
+  """Fetch one call's metrics, stop on NaN/Inf (the last good checkpoint stays), show and write them."""
+  metrics = jax.device_get(metrics)
+  if not metrics.pop("finite"):
+    raise TrainingDiverged(
+      f"loss or gradients became NaN/Inf in the steps up to {step_done}; the last good "
+      f"checkpoint is kept in {workdir / 'checkpoints'}; lower config.optimizer.learning_rate"
+    )
+  metrics = {k: float(v) for k, v in metrics.items()}
+  bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+  writer.write(step_done, metrics)
+  return metrics
+
+
 def make_optimizer(c: ml_collections.ConfigDict, total_steps: int = 0) -> optax.GradientTransformation:
   """Adam (AdamW when weight_decay > 0), optional global-norm clipping, a linear warmup, then a constant rate
   (schedule 'constant', the paper's) or a cosine decay to 5% over `total_steps` (schedule 'cosine', pretraining)."""
@@ -332,17 +346,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     total=config.steps, initial=step, desc="train", unit="step", dynamic_ncols=True, disable=jax.process_index() != 0
   )
 
-  def log(step_done, metrics):
-    metrics = jax.device_get(metrics)
-    if not metrics.pop("finite"):
-      raise TrainingDiverged(
-        f"loss or gradients became NaN/Inf in the steps up to {step_done}; the last good "
-        f"checkpoint is kept in {workdir / 'checkpoints'}; lower config.optimizer.learning_rate"
-      )
-    metrics = {k: float(v) for k, v in metrics.items()}
-    bar.set_postfix(loss=f"{metrics['loss']:.4f}")
-    writer.write(step_done, metrics)
-    return metrics
+  log = functools.partial(record_metrics, workdir=workdir, bar=bar, writer=writer)
 
   last = {}
   try:
