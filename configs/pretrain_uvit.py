@@ -52,8 +52,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg == "position":  # Muse's learned 2D position embedding on the 8x8 transformer grid (diffusers cannot load it)
     c.name = "pretrain_uvit_position"
     c.uvit.position_embedding_grid = (8, 8)
+  elif arg == "grid16":  # amused-256's layout: the transformer on the whole 16x16 token grid, no down/upsampling
+    c.name = "pretrain_uvit_grid16"
+    c.uvit.downsample = c.uvit.upsample = False
+    c.steps = 1500  # 2.4 s a step here (4x the tokens of the 8x8 grid)
+  elif arg == "tokens8":  # on the VQ's tokens8 variant (8x8 tokens): the grid is the transformer's, no down/upsampling
+    c.name = "pretrain_uvit_tokens8"
+    c.vq_dir = "runs/pretrain_vq_tokens8/export/vqvae"
+    c.uvit.downsample = c.uvit.upsample = False
   elif arg == "runlocal":
     c.steps, c.steps_per_call, c.batch_size, c.eval_prompts = 20, 10, 4, 8
   elif arg:
-    raise ValueError(f"unknown variant {arg!r}; use position, runlocal or none")
+    raise ValueError(f"unknown variant {arg!r}; use position, grid16, tokens8, runlocal or none")
   return c

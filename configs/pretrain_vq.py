@@ -3,6 +3,8 @@ r"""Pretrain the embedded base's VQ tokenizer: 64x64 pictures -> 16x16 tokens of
   python -m muse_styledrop.shapes.dataset --out=data/shapes_all_24k.npz --count=24000 --first_seed=1000000 --styles=all
   python -m muse_styledrop.pretrain --config=configs/pretrain_vq.py --workdir=runs/pretrain_vq
 
+Variant tokens8: 64x64 -> 8x8 tokens of an 8x5x5x5 FSQ grid (an experiment; see docs/shapes.md).
+
 A tokenizer is a general image codec, so it sees the held-out styles too.
 """
 
@@ -26,6 +28,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     mid_block_add_attention=False,
     lookup_from_codebook=True,
   )
+  c.quantizer = "vq"  # a learned codebook; "fsq": a fixed grid codebook of fsq_levels (cannot collapse)
+  c.fsq_levels = ()
   c.crop = 32  # train on random 32x32 crops (the model is convolutional)
   c.commitment = 0.25
   c.usage_decay = 0.99
@@ -39,8 +43,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.unroll = True  # XLA:CPU runs convolutions in a scan's while loop ~30x slower; unrolled, 5 steps compile in ~30 s
   c.seed = 0
   c.checkpoint = dict(every_seconds=180, use_async=True)
-  if arg == "runlocal":
+  if arg == "tokens8":  # 8x8 tokens, finite scalar quantization; measured in docs/shapes.md: loses colour (15%)
+    c.name = "pretrain_vq_tokens8"
+    c.vq.block_out_channels = (32, 64, 64, 128)  # three stride-2 stages: 64x64 -> 8x8
+    c.vq.vq_embed_dim, c.vq.num_vq_embeddings = 4, 1000
+    c.quantizer, c.fsq_levels = "fsq", (8, 5, 5, 5)
+    c.crop, c.batch_size, c.steps = 64, 16, 800  # whole pictures: a 32x32 crop is only 4x4 tokens, mostly border
+    c.optimizer.learning_rate = 1e-3
+  elif arg == "runlocal":
     c.steps, c.steps_per_call, c.batch_size = 20, 10, 4
   elif arg:
-    raise ValueError(f"unknown variant {arg!r}; use runlocal or none")
+    raise ValueError(f"unknown variant {arg!r}; use tokens8, runlocal or none")
   return c

@@ -64,3 +64,20 @@ def grid(images_NHWC: np.ndarray, columns: int | None = None, pad: int = 2) -> n
     r, k = divmod(i, columns)
     out[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + k * (w + pad) : pad + k * (w + pad) + w] = image
   return out
+
+
+def titled_bands(bands: list[tuple[str, np.ndarray]], columns: int, scale: int = 2) -> np.ndarray:
+  """Several grids stacked, each under a one-line title (e.g. "reference" / "with adapter" / "base"), upscaled
+  `scale` times with nearest neighbours so small pictures stay crisp."""
+  from PIL import ImageDraw, ImageFont  # noqa: PLC0415
+
+  font = ImageFont.load_default(size=12)  # Pillow's bundled scalable font (its bitmap fallback without FreeType)
+  parts = []
+  for title, images_NHWC in bands:
+    g = grid(images_NHWC, columns=columns)
+    g = np.repeat(np.repeat(g, scale, axis=0), scale, axis=1)
+    strip = Image.new("RGB", (g.shape[1], 18), "white")
+    ImageDraw.Draw(strip).text((4, 2), title, fill="black", font=font)
+    parts += [np.asarray(strip), g]
+  width = max(p.shape[1] for p in parts)
+  return np.concatenate([np.pad(p, ((0, 0), (0, width - p.shape[1]), (0, 0)), constant_values=255) for p in parts])

@@ -20,7 +20,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 from flax import nnx
 from tqdm import tqdm
@@ -252,15 +251,20 @@ def evaluate_style(pipe, sampler, state, style: data.StyleSet, config, base: Pat
   side = with_adapter.shape[1]
   reference = (images.load_image(style.paths[0], side) * 255).round().astype("uint8")
   columns = min(8, len(with_adapter))
-  pad = lambda rows: (
-    rows
-    if len(rows) % columns == 0
-    else np.concatenate([rows, np.full((columns - len(rows) % columns, *rows.shape[1:]), 255, np.uint8)])
-  )
-  top = pad(reference[None])
-  images.save_png(
-    images.grid(np.concatenate([top, pad(with_adapter), pad(without)]), columns=columns), workdir / "samples.png"
-  )
+  bands = [
+    (f"reference: {style.paths[0].name}", reference[None]),
+    (
+      f"StyleDrop adapter: {report['adapter']['style_accuracy']:.0%} style, "
+      f"{report['adapter']['content_accuracy']:.0%} shape+colour ({target})",
+      with_adapter,
+    ),
+    (
+      f"base + style phrase: {report['base']['style_accuracy']:.0%} style, "
+      f"{report['base']['content_accuracy']:.0%} shape+colour",
+      without,
+    ),
+  ]
+  images.save_png(images.titled_bands(bands, columns), workdir / "samples.png")
   return report
 
 

@@ -5,15 +5,19 @@ import sys
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from configs import pretrain_clip, pretrain_vq  # noqa: E402
 from muse_styledrop import weights  # noqa: E402
+from muse_styledrop.models.vq import VQConfig, VQModel  # noqa: E402
 from muse_styledrop.pretrain import pretrain  # noqa: E402
 from muse_styledrop.shapes import dataset  # noqa: E402
+from muse_styledrop.shapes.objectives import fsq_grid  # noqa: E402
 from muse_styledrop.tokenizer import Tokenizer  # noqa: E402
 
 
@@ -25,11 +29,12 @@ def data_files(tmp_path_factory):
   return root / "train.npz", root / "test.npz"
 
 
-def tiny_vq(data_files, steps=12, schedule="cosine"):
+def tiny_vq(data_files, steps=12, schedule="cosine", quantizer="vq"):
   c = pretrain_vq.get_config()
+  c.quantizer, c.fsq_levels = quantizer, (4, 4)
   c.data.train, c.data.test = map(str, data_files)
   c.oracle = "/nonexistent"
-  c.vq.block_out_channels, c.vq.latent_channels, c.vq.vq_embed_dim = (8, 8), 8, 4
+  c.vq.block_out_channels, c.vq.latent_channels, c.vq.vq_embed_dim = (8, 8), 8, 4 if quantizer == "vq" else 2
   c.vq.num_vq_embeddings, c.vq.norm_num_groups = 16, 4
   c.crop, c.batch_size, c.steps, c.steps_per_call = 16, 4, steps, 4
   c.optimizer.warmup_steps, c.optimizer.schedule = (2, "cosine") if schedule == "cosine" else (0, "constant")
@@ -45,6 +50,40 @@ def test_vq_pretraining_learns_fills_codebook_from_data_and_exports(data_files, 
   assert last["loss"] < first["loss"]
   vq = weights.load_vqvae(Path(summary["export"]))
   assert vq.config.num_vq_embeddings == 16 and summary["quality"]["tokens"] == [32, 32]
+
+
+def test_fsq_grid_lookup_is_per_dimension_rounding():
+  grid = fsq_grid((8, 5, 3))
+  assert grid.shape == (120, 3) and len(np.unique(grid, axis=0)) == 120
+  z = np.random.default_rng(0).normal(size=(2, 4, 4, 3)).astype(np.float32) * 3
+  vq = VQModel(
+    VQConfig(
+      vq_embed_dim=3,
+      num_vq_embeddings=120,
+      block_out_channels=(8,),
+      latent_channels=4,
+      norm_num_groups=4,
+      mid_block_add_attention=False,
+    ),
+    rngs=nnx.Rngs(0),
+  )
+  vq.quantize.embedding.embedding.set_value(jnp.asarray(grid))
+  looked_up = np.asarray(vq.quantize.lookup(vq.quantize.nearest(jnp.asarray(z))))
+  per_axis = [np.arange(n) - (n - 1) / 2 for n in (8, 5, 3)]
+  nearest = [v[np.abs(z[..., d, None] - v).argmin(-1)] for d, v in enumerate(per_axis)]
+  np.testing.assert_array_equal(looked_up, np.stack(nearest, -1))
+
+
+def test_fsq_pretraining_keeps_its_grid_and_checks_levels(data_files, tmp_path):
+  summary = pretrain(tiny_vq(data_files, quantizer="fsq"), tmp_path / "run")
+  vq = weights.load_vqvae(Path(summary["export"]))
+  codes = np.asarray(vq.quantize.embedding.embedding[...])  # exported padded to the latent channels
+  np.testing.assert_array_equal(codes[:, :2], fsq_grid((4, 4)))
+  assert not codes[:, 2:].any()
+  bad = tiny_vq(data_files, quantizer="fsq")
+  bad.fsq_levels = (4, 5)
+  with pytest.raises(ValueError, match="fsq_levels=.*20 codes"):
+    pretrain(bad, tmp_path / "bad")
 
 
 def test_pretraining_resumes_to_the_same_weights(data_files, tmp_path):

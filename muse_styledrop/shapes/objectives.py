@@ -64,17 +64,43 @@ class Objective:
 # ----------------------------------------------------------------------------
 
 
+def fsq_grid(levels) -> np.ndarray:
+  """Every point of a finite-scalar-quantization grid (Mentzer et al. 2023) as a (prod(levels), len(levels))
+  codebook: level L of a dimension takes the values -(L-1)/2 .. (L-1)/2 in unit steps, ids in mixed radix with
+  the last dimension fastest. On a product grid the nearest point in L2 is the per-dimension nearest value, so
+  aMUSEd's nearest-codebook lookup (ours and diffusers') over this codebook IS finite scalar quantization."""
+  axes = [np.arange(n, dtype=np.float32) - (n - 1) / 2 for n in levels]
+  return np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(levels))
+
+
 class VQObjective(Objective):
-  """A VQ autoencoder trained on random crops (it is convolutional; crops cost a quarter of full pictures)."""
+  """A VQ autoencoder trained on random crops (it is convolutional; crops cost a quarter of full pictures).
+
+  quantizer 'vq': a learned codebook (codebook + commitment losses, dead-code restarts). 'fsq': a fixed grid
+  codebook (`fsq_grid(fsq_levels)`), which cannot collapse; only the commitment loss keeps the encoder near it.
+  """
 
   def __init__(self, config, workdir):
     super().__init__(config, workdir)
     self.images = dataset.load(Path(config.data.train))["images"]
     self.vq_config = VQConfig(**{**config.vq.to_dict(), "block_out_channels": tuple(config.vq.block_out_channels)})
     self.codes = self.vq_config.num_vq_embeddings
+    self.fsq = config.get("quantizer", "vq") == "fsq"
+    if config.get("quantizer", "vq") not in ("vq", "fsq"):
+      raise ValueError(f"quantizer={config.quantizer!r}; use 'vq' (learned codebook) or 'fsq' (fixed grid)")
+    if self.fsq:
+      levels = tuple(config.fsq_levels)
+      if int(np.prod(levels)) != self.codes or len(levels) != self.vq_config.embed_dim:
+        raise ValueError(
+          f"fsq_levels={levels} give {int(np.prod(levels))} codes of dimension {len(levels)}, but vq has "
+          f"num_vq_embeddings={self.codes} and vq_embed_dim={self.vq_config.embed_dim}; make them agree"
+        )
 
   def build(self, rngs):
-    return VQModel(self.vq_config, rngs=rngs)
+    model = VQModel(self.vq_config, rngs=rngs)
+    if self.fsq:
+      model.quantize.embedding.embedding.set_value(jnp.asarray(fsq_grid(self.c.fsq_levels)))
+    return model
 
   def init_extra(self):
     return {"usage": jnp.zeros((self.codes,), jnp.float32)}  # all "dead": the first step fills the codebook from data
@@ -95,9 +121,11 @@ class VQObjective(Objective):
     z = model.quant_conv(model.encoder(x))
     ids = model.quantize.nearest(z)
     q = model.quantize.lookup(ids)
+    if self.fsq:
+      q = jax.lax.stop_gradient(q)  # the grid is fixed
     rec = model.decoder(model.post_quant_conv(z + jax.lax.stop_gradient(q - z)))  # straight-through
     l1, l2 = jnp.mean(jnp.abs(rec - x)), jnp.mean((rec - x) ** 2)
-    codebook = jnp.mean((jax.lax.stop_gradient(z) - q) ** 2)
+    codebook = 0.0 if self.fsq else jnp.mean((jax.lax.stop_gradient(z) - q) ** 2)
     commit = jnp.mean((z - jax.lax.stop_gradient(q)) ** 2)
     loss = l1 + l2 + codebook + self.c.commitment * commit
     return loss, {"ids": ids, "z": jax.lax.stop_gradient(z), "metrics": {"l1": l1, "psnr": -10 * jnp.log10(l2)}}
@@ -108,6 +136,10 @@ class VQObjective(Objective):
     ids = aux["ids"].reshape(-1)
     z = aux["z"].reshape(-1, aux["z"].shape[-1])
     usage = self.c.usage_decay * extra["usage"] + (1 - self.c.usage_decay) * jnp.bincount(ids, length=k) / ids.size
+    probs = usage / jnp.maximum(usage.sum(), 1e-10)
+    perplexity = jnp.exp(-jnp.sum(probs * jnp.log(probs + 1e-10)))
+    if self.fsq:  # a fixed grid: nothing to restart
+      return params, {"usage": usage}, {"perplexity": perplexity}
     dead = usage < self.c.dead_fraction / k
     fresh = z[jax.random.randint(rng, (k,), 0, z.shape[0])]
 
@@ -115,8 +147,6 @@ class VQObjective(Objective):
       return jnp.where(dead[:, None], fresh, x) if _key(path).startswith("quantize/embedding/embedding") else x
 
     params = jax.tree_util.tree_map_with_path(restart, params)
-    probs = usage / usage.sum()
-    perplexity = jnp.exp(-jnp.sum(probs * jnp.log(probs + 1e-10)))
     return params, {"usage": jnp.where(dead, 1.0 / k, usage)}, {"restarted": dead.sum(), "perplexity": perplexity}
 
   def export(self, model, out: Path) -> Path:
