@@ -39,15 +39,28 @@ def test_transformer_logits_match_diffusers(tmp_path, variant, grid):
   assert rel_err(out, ref) < 1e-4
 
 
-def test_vq_ids_and_decode_match_diffusers(tmp_path):
-  torch_model = reference.vqvae()
+@pytest.mark.parametrize(
+  "levels",
+  [
+    {},  # aMUSEd's shape: 3 levels, the last two equally wide
+    dict(  # 4 levels of unequal widths (the embedded base's 8x8-token variant)
+      down_block_types=("DownEncoderBlock2D",) * 4,
+      up_block_types=("UpDecoderBlock2D",) * 4,
+      block_out_channels=(8, 12, 16, 24),
+    ),
+  ],
+  ids=["3-levels", "4-levels"],
+)
+def test_vq_ids_and_decode_match_diffusers(tmp_path, levels):
+  torch_model = reference.vqvae(**levels)
   torch_model.save_pretrained(tmp_path)
   ours = weights.load_vqvae(tmp_path)
   images = torch.rand(4, 3, 32, 24, generator=torch.Generator().manual_seed(2))
+  f = 2 ** (len(torch_model.config.block_out_channels) - 1)
   with torch.no_grad():
     latents = torch_model.encode(images).latents
-    ids = torch_model.quantize(latents)[2][2].reshape(4, 8, 6)
-    decoded = torch_model.decode(ids.reshape(-1), force_not_quantize=True, shape=(4, 8, 6, 4)).sample
+    ids = torch_model.quantize(latents)[2][2].reshape(4, 32 // f, 24 // f)
+    decoded = torch_model.decode(ids.reshape(-1), force_not_quantize=True, shape=(4, 32 // f, 24 // f, 4)).sample
   our_ids = np.asarray(ours.encode(jnp.asarray(images.permute(0, 2, 3, 1).numpy())))
   assert (our_ids == ids.numpy()).mean() >= 0.999
   assert len(np.unique(ids.numpy())) > 5  # the check is not vacuous: many codes in use
