@@ -16,7 +16,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.name = "pretrain_uvit"
   c.model = "uvit"
-  c.data = dict(train="data/shapes_seen_60k.npz")
+  c.data = dict(train="data/shapes_seen_60k.npz", select="all")  # or "single_large" (shapes.objectives.select)
   c.vq_dir = "runs/pretrain_vq/export/vqvae"
   c.clip_dir = "runs/pretrain_clip/export"
   c.oracle = ""  # grades the base's samples: "" = the shipped oracle
@@ -56,6 +56,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.name = "pretrain_uvit_grid16"
     c.uvit.downsample = c.uvit.upsample = False
     c.steps = 1000  # 2.5-3 s a step here (4x the tokens of the 8x8 grid)
+  elif arg == "single_large":  # only the 27,876 pictures of one medium or large object: less background in the loss
+    c.name = "pretrain_uvit_single_large"
+    c.data.select = "single_large"
   elif arg == "tokens8":  # on the VQ's tokens8 variant (8x8 tokens): the grid is the transformer's, no down/upsampling
     c.name = "pretrain_uvit_tokens8"
     c.vq_dir = "runs/pretrain_vq_tokens8/export/vqvae"
@@ -63,5 +66,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   elif arg == "runlocal":
     c.steps, c.steps_per_call, c.batch_size, c.eval_prompts = 20, 10, 4, 8
   elif arg:
-    raise ValueError(f"unknown variant {arg!r}; use position, grid16, tokens8, runlocal or none")
+    raise ValueError(f"unknown variant {arg!r}; use position, grid16, single_large, tokens8, runlocal or none")
   return c

@@ -17,7 +17,7 @@ from muse_styledrop import weights  # noqa: E402
 from muse_styledrop.models.vq import VQConfig, VQModel  # noqa: E402
 from muse_styledrop.pretrain import pretrain  # noqa: E402
 from muse_styledrop.shapes import dataset  # noqa: E402
-from muse_styledrop.shapes.objectives import fsq_grid  # noqa: E402
+from muse_styledrop.shapes.objectives import fsq_grid, select  # noqa: E402
 from muse_styledrop.tokenizer import Tokenizer  # noqa: E402
 
 
@@ -84,6 +84,16 @@ def test_fsq_pretraining_keeps_its_grid_and_checks_levels(data_files, tmp_path):
   bad.fsq_levels = (4, 5)
   with pytest.raises(ValueError, match="fsq_levels=.*20 codes"):
     pretrain(bad, tmp_path / "bad")
+
+
+def test_uvit_data_selection_keeps_single_medium_or_large_objects(data_files):
+  arrays = dataset.load(data_files[0])
+  keep = select(arrays, "single_large")
+  assert 0 < len(keep) < len(arrays["objects"])
+  assert (arrays["objects"][keep] == 1).all() and not any("a small " in str(c) for c in arrays["caption"][keep])
+  assert len(select(arrays, "all")) == len(arrays["objects"])
+  with pytest.raises(ValueError, match="data.select='big'"):
+    select(arrays, "big")
 
 
 def test_pretraining_resumes_to_the_same_weights(data_files, tmp_path):

@@ -262,6 +262,17 @@ class CLIPObjective(Objective):
 # ----------------------------------------------------------------------------
 
 
+def select(arrays: dict, which: str) -> np.ndarray:
+  """Indices of the training pictures to use: 'all', or 'single_large' (one medium or large object: the shape
+  fills more of the picture, so less of the masked-token loss is background and texture)."""
+  if which == "all":
+    return np.arange(len(arrays["objects"]))
+  if which == "single_large":
+    small = np.char.find(arrays["caption"].astype(str), "a small ") >= 0
+    return np.flatnonzero((arrays["objects"] == 1) & ~small)
+  raise ValueError(f"data.select={which!r}; use 'all' or 'single_large'")
+
+
 class UVitObjective(Objective):
   def __init__(self, config, workdir):
     super().__init__(config, workdir)
@@ -277,6 +288,8 @@ class UVitObjective(Objective):
     self.ids = np.concatenate(
       [self.tokenizer(list(arrays["caption"][i : i + 4096])) for i in range(0, len(self.tokens), 4096)]
     )
+    keep = select(arrays, config.data.get("select", "all"))
+    self.tokens, self.ids = self.tokens[keep], self.ids[keep]  # the cache keeps every picture's tokens
     self.empty_ids = self.tokenizer([""])[0]
     text = self.text_encoder.config.text
     self.uvit_config = UVitConfig(
