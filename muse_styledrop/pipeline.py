@@ -183,6 +183,8 @@ class Pipeline:
 
   def encode_images(self, images_BHWC: np.ndarray | jax.Array) -> jax.Array:
     """Codebook ids of float images in [0, 1]."""
+    if jnp.issubdtype(images_BHWC.dtype, jnp.integer):  # uint8 pictures would encode as far-out-of-range floats
+      raise TypeError(f"encode_images takes float pictures in [0, 1], not {images_BHWC.dtype}: divide by 255 first")
     return self._vq_encode(jnp.asarray(images_BHWC, jnp.float32))
 
   def decode_tokens(self, tokens_BHW: jax.Array) -> np.ndarray:

@@ -6,6 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 from muse_styledrop.pipeline import EMBEDDED_BASE, Pipeline, resolve_base_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,6 +28,8 @@ def test_embedded_base_is_the_default_and_small():
 def test_embedded_base_loads_and_parity_passes_against_diffusers():
   pipe = Pipeline.from_pretrained(EMBEDDED_BASE)
   assert pipe.transformer.config.position_embedding_grid == ()  # plain aMUSEd architecture
+  with pytest.raises(TypeError, match="divide by 255"):  # uint8 pictures are a silent wrong answer otherwise
+    pipe.encode_images(np.zeros((1, 64, 64, 3), np.uint8))
   result = subprocess.run(
     [sys.executable, "-m", "muse_styledrop.parity", f"--reference={EMBEDDED_BASE}"],
     capture_output=True,
