@@ -62,7 +62,6 @@ def teacher_forcing(pipe, grader, test: dict, count: int) -> list[dict]:
   swapped = [c.replace(SHAPES[s], SHAPES[(s + 3) % len(SHAPES)]) for c, s in zip(captions, truth, strict=True)]
   side = tokens.shape[1]
   micro = pipe.micro_conds(len(pick), side * pipe.downscale, side * pipe.downscale)
-  mask_id = pipe.transformer.config.vocab_size - 1
   rows = [
     {
       "masked": 0.0,
@@ -74,7 +73,7 @@ def teacher_forcing(pipe, grader, test: dict, count: int) -> list[dict]:
     row = {"masked": rate}
     for name, prompts in (("true_caption", captions), ("shape_swapped", swapped)):
       text, pooled = pipe.encode_prompts(prompts)
-      logits = pipe.transformer(jnp.where(masked, mask_id, tokens), text, pooled, micro, None)
+      logits = pipe.transformer(jnp.where(masked, pipe.mask_token_id, tokens), text, pooled, micro, None)
       filled = np.where(masked, np.asarray(jnp.argmax(logits, -1)), tokens)
       row[name] = {
         "oracle_shape": round(float(np.mean(grader(pipe.decode_tokens(filled))["shape"] == truth)), 4),

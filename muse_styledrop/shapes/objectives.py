@@ -85,9 +85,10 @@ class VQObjective(Objective):
     self.images = dataset.load(Path(config.data.train))["images"]
     self.vq_config = VQConfig(**{**config.vq.to_dict(), "block_out_channels": tuple(config.vq.block_out_channels)})
     self.codes = self.vq_config.num_vq_embeddings
-    self.fsq = config.get("quantizer", "vq") == "fsq"
-    if config.get("quantizer", "vq") not in ("vq", "fsq"):
-      raise ValueError(f"quantizer={config.quantizer!r}; use 'vq' (learned codebook) or 'fsq' (fixed grid)")
+    quantizer = config.get("quantizer", "vq")
+    if quantizer not in ("vq", "fsq"):
+      raise ValueError(f"quantizer={quantizer!r}; use 'vq' (learned codebook) or 'fsq' (fixed grid)")
+    self.fsq = quantizer == "fsq"
     if self.fsq:
       levels = tuple(config.fsq_levels)
       if int(np.prod(levels)) != self.codes or len(levels) != self.vq_config.embed_dim:
@@ -103,7 +104,7 @@ class VQObjective(Objective):
     return model
 
   def init_extra(self):
-    return {"usage": jnp.zeros((self.codes,), jnp.float32)}  # all "dead": the first step fills the codebook from data
+    return {"usage": jnp.zeros((self.codes,), jnp.float32)}  # 'vq': all "dead", the first step fills the codebook
 
   def host_batches(self, rng, steps):
     idx = self.pick(rng, steps, len(self.images))
