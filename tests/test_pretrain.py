@@ -18,7 +18,10 @@ from muse_styledrop.models.vq import VQConfig, VQModel  # noqa: E402
 from muse_styledrop.pretrain import pretrain  # noqa: E402
 from muse_styledrop.shapes import dataset  # noqa: E402
 from muse_styledrop.shapes.objectives import fsq_grid, select  # noqa: E402
+from muse_styledrop.shapes.styles import STYLES  # noqa: E402
 from muse_styledrop.tokenizer import Tokenizer  # noqa: E402
+
+STYLE_NAMES = list(STYLES)
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +97,11 @@ def test_uvit_data_selection_keeps_single_medium_or_large_objects(data_files):
   assert len(select(arrays, "all")) == len(arrays["objects"])
   with pytest.raises(ValueError, match="data.select='big'"):
     select(arrays, "big")
+  style = int(arrays["style"][keep[0]])
+  one = select(arrays, "single_large", STYLE_NAMES[style])
+  assert set(one) <= set(keep) and (arrays["style"][one] == style).all() and keep[0] in one
+  with pytest.raises(ValueError, match="data.style='flatt' is not a style"):
+    select(arrays, "all", "flatt")
 
 
 def test_pretraining_resumes_to_the_same_weights(data_files, tmp_path):

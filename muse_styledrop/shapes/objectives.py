@@ -263,15 +263,22 @@ class CLIPObjective(Objective):
 # ----------------------------------------------------------------------------
 
 
-def select(arrays: dict, which: str) -> np.ndarray:
+def select(arrays: dict, which: str, style: str = "") -> np.ndarray:
   """Indices of the training pictures to use: 'all', or 'single_large' (one medium or large object: the shape
-  fills more of the picture, so less of the masked-token loss is background and texture)."""
+  fills more of the picture, so less of the masked-token loss is background and texture); `style`, when given,
+  keeps that style's pictures only."""
   if which == "all":
-    return np.arange(len(arrays["objects"]))
-  if which == "single_large":
+    keep = np.ones(len(arrays["objects"]), bool)
+  elif which == "single_large":
     small = np.char.find(arrays["caption"].astype(str), "a small ") >= 0
-    return np.flatnonzero((arrays["objects"] == 1) & ~small)
-  raise ValueError(f"data.select={which!r}; use 'all' or 'single_large'")
+    keep = (arrays["objects"] == 1) & ~small
+  else:
+    raise ValueError(f"data.select={which!r}; use 'all' or 'single_large'")
+  if style:
+    if style not in STYLES:
+      raise ValueError(f"data.style={style!r} is not a style of the world; use one of {', '.join(STYLES)}")
+    keep &= arrays["style"] == list(STYLES).index(style)
+  return np.flatnonzero(keep)
 
 
 class UVitObjective(Objective):
@@ -289,7 +296,7 @@ class UVitObjective(Objective):
     self.ids = np.concatenate(
       [self.tokenizer(list(arrays["caption"][i : i + 4096])) for i in range(0, len(self.tokens), 4096)]
     )
-    keep = select(arrays, config.data.get("select", "all"))
+    keep = select(arrays, config.data.get("select", "all"), config.data.get("style", ""))
     self.tokens, self.ids = self.tokens[keep], self.ids[keep]  # the cache keeps every picture's tokens
     self.empty_ids = self.tokenizer([""])[0]
     text = self.text_encoder.config.text

@@ -1,0 +1,218 @@
+r"""The simplest shapes-world task for the U-ViT, in minutes: can it learn to draw a shape at all?
+
+  python benchmarks/flat_probe.py --tokens=vq [--style=flat] [--steps=600] [--set=uvit.KEY=VALUE ...] [--out=F.json]
+
+One style, one medium or large object per picture: in the flat style such a
+picture is a deterministic function of its caption (same caption, same
+pixels). The shipped base's U-ViT recipe (`configs/pretrain_uvit.py`, the
+shipped base's text encoder) trains on these pictures' tokens for --steps
+steps, then draws 100 new prompts of the style, graded by the oracle. Tokens:
+
+  vq       the shipped base's VQ (16x16 tokens); its decoder draws the samples
+  kmeans4  k-means of 4x4-pixel patches (16x16 tokens, 512 codes): every token is local to its patch
+  kmeans8  k-means of 8x8-pixel patches (8x8 tokens, 512 codes; the transformer on the 8x8 grid, no down/upsampling)
+
+For k-means tokens the samples are drawn by pasting each code's mean patch.
+Also measured: masked-token loss and accuracy at several mask rates under the
+true caption and with the shape word swapped, and a neighbour-majority
+baseline for fill-in at 10% masked. Writes JSON (--out) and a PNG of samples
+next to it. The pictures are rendered once into data/ (~2 min).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from configs import pretrain_uvit  # noqa: E402
+from muse_styledrop import images, pretrain, sampling, weights  # noqa: E402
+from muse_styledrop.pipeline import EMBEDDED_BASE, Pipeline  # noqa: E402
+from muse_styledrop.shapes import dataset, grading, objectives  # noqa: E402
+from muse_styledrop.shapes.render import caption  # noqa: E402
+from muse_styledrop.shapes.world import SHAPES  # noqa: E402
+
+PATCH = {"kmeans4": 4, "kmeans8": 8}
+
+
+def to_patches(pictures_NHWC: np.ndarray, p: int) -> np.ndarray:
+  n, h, w, c = pictures_NHWC.shape
+  x = pictures_NHWC.reshape(n, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(n, h // p, w // p, p * p * c)
+
+
+def from_patches(patches_NhwD: np.ndarray, p: int) -> np.ndarray:
+  n, h, w, _ = patches_NhwD.shape
+  x = patches_NhwD.reshape(n, h, w, p, p, -1).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(n, h * p, w * p, -1)
+
+
+def nearest(x_ND: np.ndarray, centres_KD: np.ndarray) -> np.ndarray:
+  out = np.empty(len(x_ND), np.int64)
+  c2 = (centres_KD**2).sum(1)
+  for i in range(0, len(x_ND), 16384):
+    chunk = x_ND[i : i + 16384]
+    out[i : i + 16384] = np.argmin(c2[None] - 2 * chunk @ centres_KD.T, axis=1)
+  return out
+
+
+def patch_kmeans(pictures_uint8: np.ndarray, p: int, codes: int = 512, iters: int = 25, seed: int = 0):
+  """k-means of the pictures' p x p patches (weighted over distinct patches): (centres (codes, p*p*3), ids)."""
+  x = to_patches(pictures_uint8.astype(np.float32) / 255.0, p)
+  flat = x.reshape(-1, x.shape[-1])
+  distinct, inverse, counts = np.unique(np.round(flat, 3), axis=0, return_inverse=True, return_counts=True)
+  rng = np.random.default_rng(seed)
+  centres = distinct[rng.choice(len(distinct), codes, replace=False, p=counts / counts.sum())].copy()
+  for _ in range(iters):
+    assign = nearest(distinct, centres)
+    sums = np.zeros_like(centres)
+    np.add.at(sums, assign, distinct * counts[:, None])
+    mass = np.bincount(assign, counts, codes)
+    centres[mass > 0] = sums[mass > 0] / mass[mass > 0, None]
+    empty = mass == 0
+    centres[empty] = distinct[rng.choice(len(distinct), int(empty.sum()))]
+  ids = nearest(flat, centres).reshape(x.shape[:3])
+  return centres, ids
+
+
+def neighbour_majority(tokens_NHW: np.ndarray, rate: float = 0.1, seed: int = 0) -> float:
+  """Accuracy of filling each masked token with the commonest visible token among its 8 neighbours."""
+  rng = np.random.default_rng(seed)
+  right = total = 0
+  n, h, w = tokens_NHW.shape
+  for t in tokens_NHW:
+    masked = rng.random((h, w)) < rate
+    for y, x in zip(*np.nonzero(masked), strict=True):
+      window = t[max(0, y - 1) : y + 2, max(0, x - 1) : x + 2][~masked[max(0, y - 1) : y + 2, max(0, x - 1) : x + 2]]
+      if window.size:
+        right += int(np.bincount(window).argmax() == t[y, x])
+        total += 1
+  return round(right / max(total, 1), 4)
+
+
+def fill_in(pipe, tokens_NHW, captions, shapes) -> list[dict]:
+  """Masked-token loss / accuracy (one forward) at several mask rates, true caption vs shape word swapped."""
+  swapped = [c.replace(f" {SHAPES[s]} ", f" {SHAPES[(s + 3) % len(SHAPES)]} ", 1) for c, s in zip(captions, shapes)]
+  tokens = jnp.asarray(tokens_NHW, jnp.int32)
+  side = tokens.shape[1]
+  micro = pipe.micro_conds(len(captions), side * pipe.downscale, side * pipe.downscale)
+  rows = []
+  for rate in (0.1, 0.5, 0.9, 1.0):
+    masked = jax.random.uniform(jax.random.key(0), tokens.shape) < rate
+    row = {"masked": rate}
+    for name, prompts in (("true_caption", captions), ("shape_swapped", swapped)):
+      text, pooled = pipe.encode_prompts(prompts)
+      logits = pipe.transformer(jnp.where(masked, pipe.mask_token_id, tokens), text, pooled, micro).astype(jnp.float32)
+      ce = optax.softmax_cross_entropy_with_integer_labels(logits, tokens)
+      right = jnp.argmax(logits, -1) == tokens
+      row[name] = {
+        "loss": round(float((ce * masked).sum() / masked.sum()), 4),
+        "accuracy": round(float((right * masked).sum() / masked.sum()), 4),
+      }
+    rows.append(row)
+  return rows
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--tokens", choices=("vq", *PATCH), default="vq")
+  p.add_argument("--style", default="flat")
+  p.add_argument("--steps", type=int, default=600)
+  p.add_argument("--pictures", type=int, default=6000, help="rendered in the style; ~45%% are single medium/large")
+  p.add_argument(
+    "--set", action="append", default=[], help="config override KEY=PYTHON_VALUE, e.g. uvit.num_res_blocks=1"
+  )
+  p.add_argument("--workdir", default="")
+  p.add_argument("--out", default="")
+  args = p.parse_args()
+
+  data = Path("data") / f"probe_{args.style}_{args.pictures}.npz"
+  if not data.is_file():
+    dataset.save(dataset.render(args.pictures, first_seed=20_000_000, styles=(args.style,)), data)
+  arrays = dataset.load(data)
+  keep = objectives.select(arrays, "single_large", args.style)
+  workdir = Path(args.workdir or f"runs/probe_{args.style}_{args.tokens}")
+  workdir.mkdir(parents=True, exist_ok=True)
+
+  base = Pipeline.from_pretrained(EMBEDDED_BASE)
+  grid = (8, 8) if args.tokens == "kmeans8" else (16, 16)
+  tokens = np.zeros((len(arrays["images"]), *grid), np.int16)
+  centres = None
+  if args.tokens == "vq":
+    tokens[keep] = np.concatenate(
+      [np.asarray(base.encode_images(arrays["images"][keep[i : i + 256]] / 255.0)) for i in range(0, len(keep), 256)]
+    )
+  else:
+    centres, ids = patch_kmeans(arrays["images"][keep], PATCH[args.tokens])
+    tokens[keep] = ids
+  np.save(workdir / "tokens.npy", tokens)  # the U-ViT objective's token cache: it trains on these, not the VQ's
+
+  config = pretrain_uvit.get_config(None)
+  config.data = dict(train=str(data), select="single_large", style=args.style)
+  config.vq_dir = str(EMBEDDED_BASE / "vqvae")
+  config.clip_dir = str(EMBEDDED_BASE)
+  config.steps, config.eval_prompts = args.steps, 8
+  config.optimizer.warmup_steps = min(config.optimizer.warmup_steps, args.steps // 6)
+  if args.tokens == "kmeans8":
+    config.uvit.downsample = config.uvit.upsample = False
+  for item in args.set:
+    key, value = item.split("=", 1)
+    *parents, last = key.split(".")
+    target = config
+    for name in parents:
+      target = target[name]
+    target[last] = eval(value)  # noqa: S307 - a command-line override of the user's own
+  start = time.perf_counter()
+  summary = pretrain.pretrain(config, workdir)
+  pipe = Pipeline.from_pretrained(workdir / "export" / "shapes_base")
+
+  scenes = grading.eval_scenes(100, 0)
+  styles = [args.style] * len(scenes)
+  prompts = [caption(s, args.style) for s in scenes]
+  text, pooled = pipe.encode_prompts(prompts)
+  neg_text, neg_pooled = pipe.encode_prompts([""] * len(prompts))
+  side = tokens.shape[1]
+  micro = pipe.micro_conds(len(prompts), side * pipe.downscale, side * pipe.downscale)
+  grader = grading.grader_or_none("")
+  drawn, pictures = {}, None
+  for guidance in (3.0, 8.0):
+    passes = sampling.classifier_free(text, pooled, neg_text, neg_pooled, micro, guidance)
+    ids = np.asarray(pipe.sampler(passes, jax.random.key(0), (side, side), num_steps=12, temperature=(4.5, 0.0)))
+    if centres is None:
+      out = pipe.decode_tokens(ids)
+    else:
+      out = np.round(np.clip(from_patches(centres[ids], PATCH[args.tokens]), 0, 1) * 255).astype(np.uint8)
+    drawn[f"guidance_{guidance:g}"] = grading.grade(out, scenes, styles, grader)
+    pictures = out if pictures is None else pictures
+  train_keep = keep[:64]
+  report = {
+    "tokens": args.tokens,
+    "style": args.style,
+    "pictures": len(keep),
+    "steps": args.steps,
+    "overrides": args.set,
+    "final_loss": summary["last"].get("loss"),
+    "seconds": round(time.perf_counter() - start, 1),
+    "neighbour_majority_at_10pct": neighbour_majority(tokens[keep[:256]].astype(np.int64)),
+    "fill_in_on_training_pictures": fill_in(
+      pipe, tokens[train_keep], [str(c) for c in arrays["caption"][train_keep]], arrays["shape"][train_keep]
+    ),
+    "samples": drawn,
+  }
+  out = Path(args.out or workdir / "probe.json")
+  weights.write_json(report, out)
+  images.save_png(images.grid(pictures[:40], columns=8), out.with_suffix(".png"))
+  print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+  main()
