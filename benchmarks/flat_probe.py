@@ -143,11 +143,11 @@ def main():
   workdir = Path(args.workdir or f"runs/probe_{args.style}_{args.tokens}")
   workdir.mkdir(parents=True, exist_ok=True)
 
-  base = Pipeline.from_pretrained(EMBEDDED_BASE)
   grid = (8, 8) if args.tokens == "kmeans8" else (16, 16)
   tokens = np.zeros((len(arrays["images"]), *grid), np.int16)
   centres = None
   if args.tokens == "vq":
+    base = Pipeline.from_pretrained(EMBEDDED_BASE)  # only its VQ; k-means tokens need no model
     tokens[keep] = np.concatenate(
       [np.asarray(base.encode_images(arrays["images"][keep[i : i + 256]] / 255.0)) for i in range(0, len(keep), 256)]
     )
