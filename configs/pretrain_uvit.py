@@ -19,6 +19,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data = dict(train="data/shapes_seen_60k.npz", select="all")  # or "single_large" (shapes.objectives.select)
   c.vq_dir = "runs/pretrain_vq/export/vqvae"
   c.clip_dir = "runs/pretrain_clip/export"
+  c.init_from = ""  # a trained transformer directory (diffusers layout) to continue from; "" = a fresh init
   c.oracle = ""  # grades the base's samples: "" = the shipped oracle
   c.eval_prompts = 200
   c.uvit = dict(
@@ -52,6 +53,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg == "position":  # Muse's learned 2D position embedding on the 8x8 transformer grid (diffusers cannot load it)
     c.name = "pretrain_uvit_position"
     c.uvit.position_embedding_grid = (8, 8)
+  elif arg == "continue":  # the shipped run's transformer + the position embedding, 7,000 more steps
+    c.name = "pretrain_uvit_pos_continue"
+    c.uvit.position_embedding_grid = (8, 8)
+    c.init_from = "runs/pretrain_uvit/export/shapes_base/transformer"
+    c.steps = 7000
   elif arg == "grid16":  # amused-256's layout: the transformer on the whole 16x16 token grid, no down/upsampling
     c.name = "pretrain_uvit_grid16"
     c.uvit.downsample = c.uvit.upsample = False
@@ -66,5 +72,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   elif arg == "runlocal":
     c.steps, c.steps_per_call, c.batch_size, c.eval_prompts = 20, 10, 4, 8
   elif arg:
-    raise ValueError(f"unknown variant {arg!r}; use position, grid16, single_large, tokens8, runlocal or none")
+    raise ValueError(
+      f"unknown variant {arg!r}; use position, continue, grid16, single_large, tokens8, runlocal or none"
+    )
   return c

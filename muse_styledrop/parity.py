@@ -112,6 +112,14 @@ def check_amused(path: Path, batch: int, seed: int, rtol: float, id_agreement: f
   ref_tr = TorchUVit.from_pretrained(path / "transformer", **kw).eval()
   our_tr = weights.load_transformer(path / "transformer", variant)
   c = ref_tr.config
+  extension = ""
+  if our_tr.position_embedding is not None:
+    # Our one extension of aMUSEd's layout (docs/shapes.md): a learned position embedding added to the
+    # transformer's input. diffusers loads the directory without it, so the reference gets it by a hook on the
+    # layer whose output it is added to; every other layer is diffusers' own.
+    table = torch.tensor(np.asarray(our_tr.position_embedding[...], np.float32))
+    ref_tr.project_to_hidden.register_forward_hook(lambda module, args, out: out + table)
+    extension = " + position embedding"
   grid = max(2, c.sample_size) if not c.downsample else max(4, c.sample_size)
   tokens = rng.integers(0, c.vocab_size, (batch, grid, grid))
   tokens[:, ::3] = c.vocab_size - 1  # a mask-token stripe, as during sampling
@@ -123,7 +131,7 @@ def check_amused(path: Path, batch: int, seed: int, rtol: float, id_agreement: f
       torch.from_numpy(tokens).long(), torch.from_numpy(text), torch.from_numpy(pooled), torch.from_numpy(micro)
     ).permute(0, 2, 3, 1)
   our_logits = our_tr(jnp.asarray(tokens), jnp.asarray(text), jnp.asarray(pooled), jnp.asarray(micro))
-  rows.append(compare(f"transformer logits ({grid}x{grid} tokens)", our_logits, ref_logits, rtol))
+  rows.append(compare(f"transformer logits ({grid}x{grid} tokens{extension})", our_logits, ref_logits, rtol))
   return rows
 
 

@@ -130,14 +130,21 @@ def base_params(module: nnx.Module) -> nnx.State:
   return nnx.state(module, lambda _, v: type(v) is nnx.Param)
 
 
-def load_params(module: nnx.Module, tensors: Mapping[str, tuple[jax.Array, Path]], what: str) -> None:
-  """Fill every parameter of `module` from a state dict; any mismatch is an error naming file and key."""
+def load_params(
+  module: nnx.Module, tensors: Mapping[str, tuple[jax.Array, Path]], what: str, keep_missing: tuple[str, ...] = ()
+) -> None:
+  """Fill every parameter of `module` from a state dict; any mismatch is an error naming file and key.
+
+  Weights named in `keep_missing` may be absent from the state dict: they keep their present values (a warm
+  start into a model with an addition the source lacks, such as a position embedding)."""
   flat = nnx.to_flat_state(base_params(module))
   expected = {}
   for path, var in flat:
     expected[torch_key(path)] = (path, var)
   for key, (path, var) in expected.items():
     if key not in tensors:
+      if key in keep_missing:
+        continue
       raise WeightsError(
         f"{what}: weight {key!r} is missing from the checkpoint; the files do not match the "
         "config (wrong model directory or a truncated download)"

@@ -139,3 +139,25 @@ def test_clip_pretraining_exports_a_model_and_tokenizer_transformers_loads(data_
   got = ours.encode_text(jax.numpy.asarray(ids))[1]
   np.testing.assert_allclose(np.asarray(got), want, atol=1e-4)
   assert set(summary["quality"]) == {"shape", "colour", "style"}
+
+
+def test_uvit_warm_start_loads_every_trained_weight_and_keeps_a_new_position_embedding(data_files, tmp_path):
+  from configs import pretrain_uvit
+  from muse_styledrop.pipeline import EMBEDDED_BASE
+  from muse_styledrop.shapes.objectives import UVitObjective
+
+  c = pretrain_uvit.get_config("position")
+  c.data.train = str(data_files[0])
+  c.vq_dir, c.clip_dir = str(EMBEDDED_BASE / "vqvae"), str(EMBEDDED_BASE)
+  c.init_from = str(EMBEDDED_BASE / "transformer")
+  model = UVitObjective(c, tmp_path).build(nnx.Rngs(0))
+  shipped = weights.read_tensors(weights.weight_files(EMBEDDED_BASE / "transformer", "diffusion_pytorch_model"))
+  ours = weights.state_dict(model)
+  assert set(ours) == set(shipped) | {"position_embedding"}
+  for k, (v, _) in shipped.items():
+    np.testing.assert_array_equal(np.asarray(ours[k]), np.asarray(v, np.float32), err_msg=k)
+  assert 0.5 < float(jnp.std(ours["position_embedding"])) < 1.5  # a fresh unit-scale table, not zeros
+
+  c.uvit.hidden_size = 64  # another architecture: refused, naming the weight
+  with pytest.raises(weights.WeightsError, match="has shape"):
+    UVitObjective(c, tmp_path).build(nnx.Rngs(0))

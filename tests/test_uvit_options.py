@@ -27,3 +27,30 @@ def test_position_embedding_is_on_the_scale_of_the_features_it_joins():
     jnp.asarray([[64.0, 64.0, 0.0, 0.0, 6.0]] * b),
   )
   assert logits.shape == (b, 8, 8, config.codebook_size)
+
+
+def test_parity_covers_a_base_with_the_position_embedding(amused_dir, tmp_path):
+  # A base with our extension is still checked layer for layer against diffusers, with the embedding added to
+  # diffusers' transformer input by a hook; a random unit-scale table fails the check if the hook were missing.
+  import shutil
+
+  import numpy as np
+
+  from muse_styledrop import parity, weights
+
+  base = tmp_path / "base"
+  shutil.copytree(amused_dir, base)
+  folder = base / "transformer"
+  config = weights.read_json(folder / "config.json")
+  config["position_embedding_grid"] = [config["sample_size"]] * 2
+  weights.write_json(config, folder / "config.json")
+  files = weights.weight_files(folder, weights.DIFFUSERS_WEIGHTS)
+  tensors = {k: v for k, (v, _) in weights.read_tensors(files).items()}
+  rng = np.random.default_rng(0)
+  tensors["position_embedding"] = jnp.asarray(rng.standard_normal((config["sample_size"] ** 2, config["hidden_size"])))
+  weights.write_safetensors({k: jnp.asarray(v, jnp.float32) for k, v in tensors.items()}, files[0])
+
+  rows = {r.component: r for r in parity.run(base)}
+  name = f"transformer logits ({config['sample_size']}x{config['sample_size']} tokens + position embedding)"
+  assert rows[name].ok, parity.report(list(rows.values()))
+  assert all(r.ok for r in rows.values())

@@ -326,7 +326,12 @@ class UVitObjective(Objective):
     return tokens.astype(np.int16)
 
   def build(self, rngs):
-    return UVit2DModel(self.uvit_config, rngs=rngs)
+    model = UVit2DModel(self.uvit_config, rngs=rngs)
+    if self.c.get("init_from"):  # continue from a trained transformer (a new position embedding keeps its init)
+      source = Path(self.c.init_from)
+      files = weights.weight_files(source, weights.DIFFUSERS_WEIGHTS)
+      weights.load_params(model, weights.read_tensors(files), str(source), keep_missing=("position_embedding",))
+    return model
 
   def frozen_state(self):
     return self.text_state
