@@ -53,11 +53,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg == "position":  # Muse's learned 2D position embedding on the 8x8 transformer grid (diffusers cannot load it)
     c.name = "pretrain_uvit_position"
     c.uvit.position_embedding_grid = (8, 8)
-  elif arg == "continue":  # the shipped run's transformer + the position embedding, 7,000 more steps
+  elif arg == "continue":  # the shipped run's transformer + the position embedding, 5,000 more steps
     c.name = "pretrain_uvit_pos_continue"
     c.uvit.position_embedding_grid = (8, 8)
     c.init_from = "runs/pretrain_uvit/export/shapes_base/transformer"
-    c.steps = 7000
+    c.steps = 5000
   elif arg == "grid16":  # amused-256's layout: the transformer on the whole 16x16 token grid, no down/upsampling
     c.name = "pretrain_uvit_grid16"
     c.uvit.downsample = c.uvit.upsample = False
