@@ -57,7 +57,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     lambda_a=1.0,
     lambda_b=5.0,
     steps=12,
-    temperature=(4.5, 0.0),
+    temperature=(4.5, 0.0),  # confidence noise, annealed
+    token_temperature=1.0,  # divides the logits tokens are drawn from (1: diffusers' rule)
     seed=0,
   )
   if arg == "runlocal":

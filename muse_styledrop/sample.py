@@ -26,6 +26,9 @@ flags.DEFINE_integer("seed", 0, "Random seed; the same seed and flags give the s
 flags.DEFINE_integer("steps", 12, "Decoding steps (aMUSEd: 12).")
 flags.DEFINE_float("guidance_scale", 9.0, "s in l = c + s (c - u); diffusers' aMUSEd default 10 equals s = 9.")
 flags.DEFINE_list("temperature", ["2.0", "0.0"], "Confidence temperature start,end (linear annealing).")
+flags.DEFINE_float(
+  "token_temperature", 1.0, "Divides the logits tokens are drawn from: 1 is diffusers' rule, toward 0 the likeliest."
+)
 flags.DEFINE_integer("resolution", 0, "Image side in pixels; 0 = the model's native size.")
 flags.DEFINE_string("out", "runs/samples", "Output directory.")
 flags.DEFINE_string("init_image", "", "Image-to-image: a picture to redraw (its layout is kept).")
@@ -51,6 +54,7 @@ def run(
   lambda_b: float = 5.0,
   init_image: str = "",
   strength: float = 0.5,
+  token_temperature: float = 1.0,
 ) -> list[Path]:
   pipe = Pipeline.from_pretrained(resolve_base_model(base_model))
   if adapter:
@@ -79,6 +83,7 @@ def run(
     grid_hw,
     num_steps=steps,
     temperature=temperature,
+    token_temperature=token_temperature,
     init_tokens_BHW=init,
     start_step=first,
   )
@@ -97,6 +102,10 @@ def main(argv):
   temperature = tuple(float(t) for t in FLAGS.temperature)
   if len(temperature) != 2:
     raise app.UsageError("--temperature takes two numbers: start,end")
+  if FLAGS.token_temperature <= 0:
+    raise app.UsageError(
+      f"--token_temperature={FLAGS.token_temperature} must be > 0 (small values: the likeliest token)"
+    )
   paths = run(
     FLAGS.base_model,
     FLAGS.prompt,
@@ -113,6 +122,7 @@ def main(argv):
     FLAGS.lambda_b,
     FLAGS.init_image,
     FLAGS.strength,
+    FLAGS.token_temperature,
   )
   print("wrote", ", ".join(str(p) for p in paths))
 

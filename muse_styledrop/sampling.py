@@ -111,10 +111,15 @@ def guided_logits(model: UVit2DModel, tokens_BHW, passes: Passes):
   return jnp.einsum("p,pbhwv->bhwv", passes.weights_P, logits)
 
 
-def decode_step(step, tokens_BL, logits_BLV, rng, *, num_steps: int, mask_id: int, temperature):
-  """One MaskGIT step: sample every masked position, keep the confident ones, re-mask the rest."""
+def decode_step(step, tokens_BL, logits_BLV, rng, *, num_steps: int, mask_id: int, temperature, token_temperature=1.0):
+  """One MaskGIT step: sample every masked position, keep the confident ones, re-mask the rest.
+
+  `temperature` scales the Gumbel noise on the confidences (which tokens are kept); `token_temperature` divides
+  the logits the tokens are drawn from (1: diffusers' rule; toward 0: the most likely token).
+  """
   sample_rng, gumbel_rng = jax.random.split(rng)
   unknown_BL = tokens_BL == mask_id
+  logits_BLV = logits_BLV / token_temperature
   sampled_BL = jax.random.categorical(sample_rng, logits_BLV, axis=-1).astype(tokens_BL.dtype)
   pred_BL = jnp.where(unknown_BL, sampled_BL, tokens_BL)
   logp_BL = jnp.take_along_axis(jax.nn.log_softmax(logits_BLV, axis=-1), pred_BL[..., None], axis=-1)[..., 0]
@@ -126,7 +131,17 @@ def decode_step(step, tokens_BL, logits_BLV, rng, *, num_steps: int, mask_id: in
 
 
 def _generate(
-  graphdef, state, passes: Passes, tokens_BHW, rng, temperature_range, start_step, *, num_steps: int, mask_id: int
+  graphdef,
+  state,
+  passes: Passes,
+  tokens_BHW,
+  rng,
+  temperature_range,
+  token_temperature,
+  start_step,
+  *,
+  num_steps: int,
+  mask_id: int,
 ):
   model = nnx.merge(graphdef, state)
   b, h, w = tokens_BHW.shape
@@ -144,6 +159,7 @@ def _generate(
       num_steps=num_steps,
       mask_id=mask_id,
       temperature=temperature,
+      token_temperature=token_temperature,
     )
     return tokens_BL, rng
 
@@ -188,16 +204,19 @@ class Sampler:
     *,
     num_steps: int,
     temperature: tuple[float, float] = (2.0, 0.0),
+    token_temperature: float = 1.0,
     init_tokens_BHW: jax.Array | None = None,
     start_step: int = 0,
     state: nnx.State | None = None,
   ):
     """tokens_BHW drawn by `num_steps` of MaskGIT decoding under the guided logits of `passes`.
 
-    Decoding runs steps start_step..num_steps-1 from `init_tokens_BHW` (all
-    masked by default; see image_to_image_start). `state` replaces the
-    model's weights captured at construction (a model in training passes its
-    current state).
+    `temperature` (start, end) scales the confidence noise, annealed linearly;
+    `token_temperature` divides the logits tokens are drawn from (see
+    decode_step). Decoding runs steps start_step..num_steps-1 from
+    `init_tokens_BHW` (all masked by default; see image_to_image_start).
+    `state` replaces the model's weights captured at construction (a model in
+    training passes its current state).
     """
     b = passes.text_PBTD.shape[1]
     if init_tokens_BHW is None:
@@ -208,6 +227,7 @@ class Sampler:
       init_tokens_BHW.astype(jnp.int32),
       rng,
       jnp.asarray(temperature, jnp.float32),
+      jnp.asarray(token_temperature, jnp.float32),
       jnp.asarray(start_step, jnp.int32),
       num_steps=num_steps,
       mask_id=self.mask_id,

@@ -200,7 +200,13 @@ def sample_grid(pipe: Pipeline, sampler: sampling.Sampler, state, style: data.St
     passes = sampling.classifier_free(text, pooled, neg_text, neg_pooled, micro, c.lambda_b)
   grid_hw = (pipe.transformer.config.sample_size,) * 2
   tokens = sampler(
-    passes, jax.random.key(c.seed), grid_hw, num_steps=c.steps, temperature=tuple(c.temperature), state=state
+    passes,
+    jax.random.key(c.seed),
+    grid_hw,
+    num_steps=c.steps,
+    temperature=tuple(c.temperature),
+    token_temperature=c.token_temperature,
+    state=state,
   )
   return pipe.decode_tokens(tokens)
 

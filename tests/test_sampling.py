@@ -1,5 +1,7 @@
 """MaskGIT decoding: schedule and re-masking against diffusers' AmusedScheduler, one trace, batched guidance."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -125,3 +127,14 @@ def test_image_to_image_keeps_the_layout_at_low_strength(amused_dir):
   assert first == 0 and (np.asarray(full) == pipe.mask_token_id).all()
   with pytest.raises(ValueError, match="strength"):
     sampling.image_to_image_start(jax.random.key(6), source, 12, 0.0, pipe.mask_token_id)
+
+
+def test_token_temperature_toward_zero_draws_the_likeliest_token():
+  mask_id, seq_len = 40, 64
+  tokens = jnp.full((2, seq_len), mask_id)
+  logits = jax.random.normal(jax.random.key(0), (2, seq_len, 40)) * 2
+  step = functools.partial(sampling.decode_step, 7, tokens, logits, jax.random.key(1), num_steps=8, mask_id=mask_id)
+  greedy = step(temperature=0.0, token_temperature=1e-3)  # the last step commits every position
+  np.testing.assert_array_equal(np.asarray(greedy), np.asarray(jnp.argmax(logits, -1)))
+  drawn = step(temperature=0.0)  # diffusers' rule samples from the softmax: not always the likeliest
+  assert (np.asarray(drawn) != np.asarray(jnp.argmax(logits, -1))).mean() > 0.3

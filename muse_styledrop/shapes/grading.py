@@ -141,7 +141,17 @@ def grade(pictures: np.ndarray, scenes: list[Scene], styles: list[str], grader) 
   }
 
 
-def sample(pipe, prompts: list[str], *, seed: int, guidance: float, steps: int, temperature=(4.5, 0.0), batch=64):
+def sample(
+  pipe,
+  prompts: list[str],
+  *,
+  seed: int,
+  guidance: float,
+  steps: int,
+  temperature=(4.5, 0.0),
+  token_temperature: float = 1.0,
+  batch=64,
+):
   """Pictures of `prompts` from the base with classifier-free guidance (empty negative prompt)."""
   from muse_styledrop import sampling  # noqa: PLC0415
 
@@ -154,7 +164,14 @@ def sample(pipe, prompts: list[str], *, seed: int, guidance: float, steps: int, 
     neg_text, neg_pooled = pipe.encode_prompts([""] * len(chunk))
     micro = pipe.micro_conds(len(chunk), side * pipe.downscale, side * pipe.downscale)
     passes = sampling.classifier_free(text, pooled, neg_text, neg_pooled, micro, guidance)
-    tokens = pipe.sampler(passes, jax.random.key(seed + i), (side, side), num_steps=steps, temperature=temperature)
+    tokens = pipe.sampler(
+      passes,
+      jax.random.key(seed + i),
+      (side, side),
+      num_steps=steps,
+      temperature=temperature,
+      token_temperature=token_temperature,
+    )
     out.append(pipe.decode_tokens(tokens)[: len(prompts[i : i + batch])])
   return np.concatenate(out)
 
@@ -192,7 +209,13 @@ def style_eval(pipe, sampler, state, grader, *, style, style_phrase, avoid, coun
   base.adapter_ids_PB = jnp.full((2, count), -1, jnp.int32)
   draw = lambda passes: pipe.decode_tokens(
     sampler(
-      passes, jax.random.key(seed), (side, side), num_steps=c.steps, temperature=tuple(c.temperature), state=state
+      passes,
+      jax.random.key(seed),
+      (side, side),
+      num_steps=c.steps,
+      temperature=tuple(c.temperature),
+      token_temperature=c.token_temperature,
+      state=state,
     )
   )
   pictures_adapter, pictures_base = draw(adapter), draw(base)
