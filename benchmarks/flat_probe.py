@@ -6,7 +6,8 @@ One style, one medium or large object per picture: in the flat style such a
 picture is a deterministic function of its caption (same caption, same
 pixels). The shipped base's U-ViT recipe (`configs/pretrain_uvit.py`, the
 shipped base's text encoder) trains on these pictures' tokens for --steps
-steps, then draws 100 new prompts of the style, graded by the oracle. Tokens:
+steps, then draws 100 new prompts of the style under three samplers (SAMPLERS), graded
+by the oracle. Run again on a finished workdir, it only re-grades. Tokens:
 
   vq       the shipped base's VQ (16x16 tokens); its decoder draws the samples
   kmeans4  k-means of 4x4-pixel patches (16x16 tokens, 512 codes): every token is local to its patch
@@ -15,8 +16,8 @@ steps, then draws 100 new prompts of the style, graded by the oracle. Tokens:
 For k-means tokens the samples are drawn by pasting each code's mean patch.
 Also measured: masked-token loss and accuracy at several mask rates under the
 true caption and with the shape word swapped, and a neighbour-majority
-baseline for fill-in at 10% masked. Writes JSON (--out) and a PNG of samples
-next to it. The pictures are rendered once into data/ (~2 min).
+baseline for fill-in at 10% masked. Writes JSON (--out) and PNGs of samples
+next to it (guidance 3, and the likeliest sampler). The pictures are rendered once into data/ (~2 min).
 """
 
 from __future__ import annotations
@@ -42,6 +43,13 @@ from muse_styledrop.shapes.render import caption  # noqa: E402
 from muse_styledrop.shapes.world import SHAPES  # noqa: E402
 
 PATCH = {"kmeans4": 4, "kmeans8": 8}
+# name: (classifier-free guidance scale, confidence temperature start/end, token temperature). The first two are
+# aMUSEd's defaults; "likeliest" draws conditionally, without confidence noise, near the likeliest token.
+SAMPLERS = {
+  "guidance_3": (3.0, (4.5, 0.0), 1.0),
+  "guidance_8": (8.0, (4.5, 0.0), 1.0),
+  "likeliest": (0.0, (0.0, 0.0), 0.1),
+}
 
 
 def to_patches(pictures_NHWC: np.ndarray, p: int) -> np.ndarray:
@@ -183,16 +191,24 @@ def main():
   side = tokens.shape[1]
   micro = pipe.micro_conds(len(prompts), side * pipe.downscale, side * pipe.downscale)
   grader = grading.grader_or_none("")
-  drawn, pictures = {}, None
-  for guidance in (3.0, 8.0):
+  drawn, pictures = {}, {}
+  for name, (guidance, temperature, token_temperature) in SAMPLERS.items():
     passes = sampling.classifier_free(text, pooled, neg_text, neg_pooled, micro, guidance)
-    ids = np.asarray(pipe.sampler(passes, jax.random.key(0), (side, side), num_steps=12, temperature=(4.5, 0.0)))
+    ids = pipe.sampler(
+      passes,
+      jax.random.key(0),
+      (side, side),
+      num_steps=12,
+      temperature=temperature,
+      token_temperature=token_temperature,
+    )
+    ids = np.asarray(ids)
     if centres is None:
       out = pipe.decode_tokens(ids)
     else:
       out = np.round(np.clip(from_patches(centres[ids], PATCH[args.tokens]), 0, 1) * 255).astype(np.uint8)
-    drawn[f"guidance_{guidance:g}"] = grading.grade(out, scenes, styles, grader)
-    pictures = out if pictures is None else pictures
+    drawn[name] = grading.grade(out, scenes, styles, grader)
+    pictures[name] = out
   train_keep = keep[:64]
   report = {
     "tokens": args.tokens,
@@ -210,7 +226,8 @@ def main():
   }
   out = Path(args.out or workdir / "probe.json")
   weights.write_json(report, out)
-  images.save_png(images.grid(pictures[:40], columns=8), out.with_suffix(".png"))
+  images.save_png(images.grid(pictures["guidance_3"][:40], columns=8), out.with_suffix(".png"))
+  images.save_png(images.grid(pictures["likeliest"][:40], columns=8), out.with_name(out.stem + "_likeliest.png"))
   print(json.dumps(report, indent=1))
 
 
