@@ -39,6 +39,7 @@ from configs import pretrain_uvit  # noqa: E402
 from muse_styledrop import images, pretrain, sampling, weights  # noqa: E402
 from muse_styledrop.pipeline import EMBEDDED_BASE, Pipeline  # noqa: E402
 from muse_styledrop.shapes import dataset, grading, objectives  # noqa: E402
+from muse_styledrop.shapes.patch_codes import from_patches, neighbour_majority, patch_kmeans  # noqa: E402
 from muse_styledrop.shapes.render import caption  # noqa: E402
 from muse_styledrop.shapes.world import SHAPES  # noqa: E402
 
@@ -50,61 +51,6 @@ SAMPLERS = {
   "guidance_8": (8.0, (4.5, 0.0), 1.0),
   "likeliest": (0.0, (0.0, 0.0), 0.1),
 }
-
-
-def to_patches(pictures_NHWC: np.ndarray, p: int) -> np.ndarray:
-  n, h, w, c = pictures_NHWC.shape
-  x = pictures_NHWC.reshape(n, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
-  return x.reshape(n, h // p, w // p, p * p * c)
-
-
-def from_patches(patches_NhwD: np.ndarray, p: int) -> np.ndarray:
-  n, h, w, _ = patches_NhwD.shape
-  x = patches_NhwD.reshape(n, h, w, p, p, -1).transpose(0, 1, 3, 2, 4, 5)
-  return x.reshape(n, h * p, w * p, -1)
-
-
-def nearest(x_ND: np.ndarray, centres_KD: np.ndarray) -> np.ndarray:
-  out = np.empty(len(x_ND), np.int64)
-  c2 = (centres_KD**2).sum(1)
-  for i in range(0, len(x_ND), 16384):
-    chunk = x_ND[i : i + 16384]
-    out[i : i + 16384] = np.argmin(c2[None] - 2 * chunk @ centres_KD.T, axis=1)
-  return out
-
-
-def patch_kmeans(pictures_uint8: np.ndarray, p: int, codes: int = 512, iters: int = 25, seed: int = 0):
-  """k-means of the pictures' p x p patches (weighted over distinct patches): (centres (codes, p*p*3), ids)."""
-  x = to_patches(pictures_uint8.astype(np.float32) / 255.0, p)
-  flat = x.reshape(-1, x.shape[-1])
-  distinct, inverse, counts = np.unique(np.round(flat, 3), axis=0, return_inverse=True, return_counts=True)
-  rng = np.random.default_rng(seed)
-  centres = distinct[rng.choice(len(distinct), codes, replace=False, p=counts / counts.sum())].copy()
-  for _ in range(iters):
-    assign = nearest(distinct, centres)
-    sums = np.zeros_like(centres)
-    np.add.at(sums, assign, distinct * counts[:, None])
-    mass = np.bincount(assign, counts, codes)
-    centres[mass > 0] = sums[mass > 0] / mass[mass > 0, None]
-    empty = mass == 0
-    centres[empty] = distinct[rng.choice(len(distinct), int(empty.sum()))]
-  ids = nearest(flat, centres).reshape(x.shape[:3])
-  return centres, ids
-
-
-def neighbour_majority(tokens_NHW: np.ndarray, rate: float = 0.1, seed: int = 0) -> float:
-  """Accuracy of filling each masked token with the commonest visible token among its 8 neighbours."""
-  rng = np.random.default_rng(seed)
-  right = total = 0
-  n, h, w = tokens_NHW.shape
-  for t in tokens_NHW:
-    masked = rng.random((h, w)) < rate
-    for y, x in zip(*np.nonzero(masked), strict=True):
-      window = t[max(0, y - 1) : y + 2, max(0, x - 1) : x + 2][~masked[max(0, y - 1) : y + 2, max(0, x - 1) : x + 2]]
-      if window.size:
-        right += int(np.bincount(window).argmax() == t[y, x])
-        total += 1
-  return round(right / max(total, 1), 4)
 
 
 def fill_in(pipe, tokens_NHW, captions, shapes) -> list[dict]:

@@ -4,6 +4,8 @@ r"""Pretrain the embedded base's VQ tokenizer: 64x64 pictures -> 16x16 tokens of
   python -m muse_styledrop.pretrain --config=configs/pretrain_vq.py --workdir=runs/pretrain_vq
 
 Variant tokens8: 64x64 -> 8x8 tokens of an 8x5x5x5 FSQ grid (an experiment; see docs/shapes.md).
+Variant anchored: the same layout, each code anchored to the k-means code of its token's 4x4 pixel patch, so a
+token depends on its own patch (local tokens draw shapes 2-4x as often; docs/shapes.md).
 
 A tokenizer is a general image codec, so it sees the held-out styles too.
 """
@@ -30,6 +32,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   )
   c.quantizer = "vq"  # a learned codebook; "fsq": a fixed grid codebook of fsq_levels (cannot collapse)
   c.fsq_levels = ()
+  c.kmeans_pictures, c.kmeans_iters = 3000, 20  # quantizer "patch_kmeans": the k-means fit of the anchored codes
+  c.code_weight = 1.0  # quantizer "patch_kmeans": weight of the cross-entropy that makes the anchored code nearest
   c.crop = 32  # train on random 32x32 crops (the model is convolutional)
   c.commitment = 0.25
   c.usage_decay = 0.99
@@ -50,8 +54,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.quantizer, c.fsq_levels = "fsq", (8, 5, 5, 5)
     c.crop, c.batch_size, c.steps = 64, 16, 800  # whole pictures: a 32x32 crop is only 4x4 tokens, mostly border
     c.optimizer.learning_rate = 1e-3
+  elif arg == "anchored":  # codes anchored to k-means codes of each token's 4x4 patch: local tokens (docs/shapes.md)
+    c.name = "pretrain_vq_anchored"
+    c.quantizer = "patch_kmeans"
   elif arg == "runlocal":
     c.steps, c.steps_per_call, c.batch_size = 20, 10, 4
   elif arg:
-    raise ValueError(f"unknown variant {arg!r}; use tokens8, runlocal or none")
+    raise ValueError(f"unknown variant {arg!r}; use tokens8, anchored, runlocal or none")
   return c

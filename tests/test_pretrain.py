@@ -37,7 +37,7 @@ def tiny_vq(data_files, steps=12, schedule="cosine", quantizer="vq"):
   c.quantizer, c.fsq_levels = quantizer, (4, 4)
   c.data.train, c.data.test = map(str, data_files)
   c.oracle = "/nonexistent"
-  c.vq.block_out_channels, c.vq.latent_channels, c.vq.vq_embed_dim = (8, 8), 8, 4 if quantizer == "vq" else 2
+  c.vq.block_out_channels, c.vq.latent_channels, c.vq.vq_embed_dim = (8, 8), 8, 2 if quantizer == "fsq" else 4
   c.vq.num_vq_embeddings, c.vq.norm_num_groups = 16, 4
   c.crop, c.batch_size, c.steps, c.steps_per_call = 16, 4, steps, 4
   c.optimizer.warmup_steps, c.optimizer.schedule = (2, "cosine") if schedule == "cosine" else (0, "constant")
@@ -86,6 +86,26 @@ def test_fsq_pretraining_keeps_its_grid_and_checks_levels(data_files, tmp_path):
   bad = tiny_vq(data_files, quantizer="fsq")
   bad.fsq_levels = (4, 5)
   with pytest.raises(ValueError, match="fsq_levels=.*20 codes"):
+    pretrain(bad, tmp_path / "bad")
+
+
+def test_anchored_vq_learns_to_pick_each_patch_code(data_files, tmp_path):
+  c = tiny_vq(data_files, steps=96, quantizer="patch_kmeans")
+  c.kmeans_pictures, c.kmeans_iters = 48, 5
+  c.optimizer.learning_rate = 1e-2
+  summary = pretrain(c, tmp_path / "run")
+  with np.load(tmp_path / "run" / "patch_codes.npz") as f:
+    centres, anchored = f["centres"], f["ids"]
+  assert centres.shape == (16, 2 * 2 * 3) and anchored.shape == (48, 32, 32)  # 2x2 patches: the tiny VQ's downscale
+  vq = weights.load_vqvae(Path(summary["export"]))
+  pictures = dataset.load(Path(c.data.train))["images"][:16]
+  got = np.asarray(vq.encode(jnp.asarray(pictures, jnp.float32) / 255.0))
+  majority = np.bincount(anchored[:16].ravel()).max() / anchored[:16].size  # always the commonest code
+  assert (got == anchored[:16]).mean() > majority + 0.1
+  assert 0 <= summary["quality"]["neighbour_majority"] <= 1
+  bad = tiny_vq(data_files, quantizer="patch_kmeans")
+  bad.crop = 15
+  with pytest.raises(ValueError, match="crop=15 must be a multiple"):
     pretrain(bad, tmp_path / "bad")
 
 

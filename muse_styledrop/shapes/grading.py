@@ -10,6 +10,7 @@ import numpy as np
 from flax import nnx
 
 from muse_styledrop.shapes import oracle as oracle_lib
+from muse_styledrop.shapes import patch_codes
 from muse_styledrop.shapes.styles import SEEN, STYLES
 from muse_styledrop.shapes.world import BACKGROUNDS, COLOURS, POSITIONS, SHAPES, Obj, Scene
 
@@ -51,6 +52,10 @@ def vq_quality(vq, test: dict, grader) -> dict:
       STYLES_LIST[s]: round(float(psnr[test["style"] == s].mean()), 2) for s in np.unique(test["style"])
     },
     "tokens": list(vq.encode(jnp.zeros((1, *images.shape[1:]))).shape[1:]),
+    # how local the tokens are: a masked token filled with the commonest of its visible neighbours
+    "neighbour_majority": patch_codes.neighbour_majority(
+      np.asarray(vq.encode(jnp.asarray(images[:256], jnp.float32) / 255.0)).astype(np.int64)
+    ),
   }
   if grader is not None:
     out["oracle_on_originals"] = label_accuracy(grader(images), test)

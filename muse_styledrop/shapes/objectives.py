@@ -24,7 +24,7 @@ from muse_styledrop import weights
 from muse_styledrop.models.clip import CLIPConfig, CLIPModel, TowerConfig
 from muse_styledrop.models.uvit import UVit2DModel, UVitConfig
 from muse_styledrop.models.vq import VQConfig, VQModel
-from muse_styledrop.shapes import dataset, grading
+from muse_styledrop.shapes import dataset, grading, patch_codes
 from muse_styledrop.shapes.styles import STYLES
 from muse_styledrop.tokenizer import Tokenizer, build_clip_tokenizer
 
@@ -78,6 +78,10 @@ class VQObjective(Objective):
 
   quantizer 'vq': a learned codebook (codebook + commitment losses, dead-code restarts). 'fsq': a fixed grid
   codebook (`fsq_grid(fsq_levels)`), which cannot collapse; only the commitment loss keeps the encoder near it.
+  'patch_kmeans': codes anchored to k-means codes of the pixel patch under each token (shapes/patch_codes.py),
+  so a token depends on its own patch: the encoder learns to pick that code (cross-entropy over negative
+  distances to the codebook, so the nearest entry is the anchored code) and the decoder to draw from it; the
+  codebook vectors and both networks are learned.
   """
 
   def __init__(self, config, workdir):
@@ -86,9 +90,17 @@ class VQObjective(Objective):
     self.vq_config = VQConfig(**{**config.vq.to_dict(), "block_out_channels": tuple(config.vq.block_out_channels)})
     self.codes = self.vq_config.num_vq_embeddings
     quantizer = config.get("quantizer", "vq")
-    if quantizer not in ("vq", "fsq"):
-      raise ValueError(f"quantizer={quantizer!r}; use 'vq' (learned codebook) or 'fsq' (fixed grid)")
+    if quantizer not in ("vq", "fsq", "patch_kmeans"):
+      raise ValueError(
+        f"quantizer={quantizer!r}; use 'vq' (learned codebook), 'fsq' (fixed grid) or 'patch_kmeans' (anchored)"
+      )
     self.fsq = quantizer == "fsq"
+    self.anchored = quantizer == "patch_kmeans"
+    if self.anchored:
+      self.patch = self.vq_config.downscale
+      if config.crop % self.patch:
+        raise ValueError(f"crop={config.crop} must be a multiple of the tokenizer's downscale {self.patch}")
+      self.patch_ids = self._patch_ids()
     if self.fsq:
       levels = tuple(config.fsq_levels)
       if int(np.prod(levels)) != self.codes or len(levels) != self.vq_config.embed_dim:
@@ -97,10 +109,30 @@ class VQObjective(Objective):
           f"num_vq_embeddings={self.codes} and vq_embed_dim={self.vq_config.embed_dim}; make them agree"
         )
 
+  def _patch_ids(self):
+    """The anchored code of every patch of every training picture, k-means fitted once and cached."""
+    cache = self.workdir / "patch_codes.npz"
+    if cache.is_file():
+      with np.load(cache) as f:
+        return f["ids"]
+    n = min(len(self.images), self.c.kmeans_pictures)
+    centres, _ = patch_codes.patch_kmeans(self.images[:n], self.patch, codes=self.codes, iters=self.c.kmeans_iters)
+    ids = np.concatenate(
+      [patch_codes.encode(self.images[i : i + 2048], centres, self.patch) for i in range(0, len(self.images), 2048)]
+    ).astype(np.int16)
+    self.workdir.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, centres=centres, ids=ids)
+    tmp.replace(cache)
+    return ids
+
   def build(self, rngs):
     model = VQModel(self.vq_config, rngs=rngs)
     if self.fsq:
       model.quantize.embedding.embedding.set_value(jnp.asarray(fsq_grid(self.c.fsq_levels)))
+    if self.anchored:  # codes spread at unit scale, so the distances the cross-entropy sees differ from the start
+      shape = model.quantize.embedding.embedding.shape
+      model.quantize.embedding.embedding.set_value(jax.random.normal(rngs.params(), shape))
     return model
 
   def init_extra(self):
@@ -110,14 +142,23 @@ class VQObjective(Objective):
     idx = self.pick(rng, steps, len(self.images))
     crop = self.c.crop
     side = self.images.shape[1]
-    offsets = rng.integers(0, side - crop + 1, (*idx.shape, 2))
+    if self.anchored:  # crops on the token grid, so each token's patch is one of the anchored ones
+      p = self.patch
+      offsets = rng.integers(0, (side - crop) // p + 1, (*idx.shape, 2)) * p
+    else:
+      offsets = rng.integers(0, side - crop + 1, (*idx.shape, 2))
     out = np.empty((*idx.shape, crop, crop, 3), np.uint8)
+    ids = np.empty((*idx.shape, crop // self.vq_config.downscale, crop // self.vq_config.downscale), np.int32)
     for s, b in np.ndindex(idx.shape):
       y, x = offsets[s, b]
       out[s, b] = self.images[idx[s, b], y : y + crop, x : x + crop]
-    return {"images": out}
+      if self.anchored:
+        ids[s, b] = self.patch_ids[idx[s, b], y // p : (y + crop) // p, x // p : (x + crop) // p]
+    return {"images": out, "ids": ids} if self.anchored else {"images": out}
 
   def loss(self, model, batch, extra, frozen, rng):
+    if self.anchored:
+      return self.anchored_loss(model, batch)
     x = batch["images"].astype(jnp.float32) / 255.0
     z = model.quant_conv(model.encoder(x))
     ids = model.quantize.nearest(z)
@@ -131,6 +172,25 @@ class VQObjective(Objective):
     loss = l1 + l2 + codebook + self.c.commitment * commit
     return loss, {"ids": ids, "z": jax.lax.stop_gradient(z), "metrics": {"l1": l1, "psnr": -10 * jnp.log10(l2)}}
 
+  def anchored_loss(self, model, batch):
+    """Reconstruction from the anchored codes + cross-entropy making each anchored code the nearest entry."""
+    x = batch["images"].astype(jnp.float32) / 255.0
+    target = batch["ids"]
+    z = model.quant_conv(model.encoder(x)).astype(jnp.float32)
+    codes_KD = model.quantize.embedding.embedding[...].astype(jnp.float32)
+    logits = -(
+      jnp.sum(z * z, -1, keepdims=True) - 2 * jnp.einsum("bhwd,kd->bhwk", z, codes_KD) + jnp.sum(codes_KD**2, -1)
+    )
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, target).mean()
+    q = model.quantize.lookup(target)
+    commit = jnp.mean((z - jax.lax.stop_gradient(q)) ** 2)  # the encoder's output onto its anchored code
+    rec = model.decoder(model.post_quant_conv(q))
+    l1, l2 = jnp.mean(jnp.abs(rec - x)), jnp.mean((rec - x) ** 2)
+    ids = jnp.argmax(logits, -1)
+    metrics = {"l1": l1, "psnr": -10 * jnp.log10(l2), "code_ce": ce, "code_accuracy": jnp.mean(ids == target)}
+    loss = l1 + l2 + self.c.code_weight * ce + self.c.commitment * commit
+    return loss, {"ids": ids, "z": jax.lax.stop_gradient(z), "metrics": metrics}
+
   def after_update(self, params, extra, aux, rng):
     """Codes unused for a while (usage EMA below a fraction of uniform) restart at random encoder outputs."""
     k = self.codes
@@ -139,7 +199,7 @@ class VQObjective(Objective):
     usage = self.c.usage_decay * extra["usage"] + (1 - self.c.usage_decay) * jnp.bincount(ids, length=k) / ids.size
     probs = usage / jnp.maximum(usage.sum(), 1e-10)
     perplexity = jnp.exp(-jnp.sum(probs * jnp.log(probs + 1e-10)))
-    if self.fsq:  # a fixed grid: nothing to restart
+    if self.fsq or self.anchored:  # a fixed grid, or codes anchored to patches: nothing to restart
       return params, {"usage": usage}, {"perplexity": perplexity}
     dead = usage < self.c.dead_fraction / k
     fresh = z[jax.random.randint(rng, (k,), 0, z.shape[0])]

@@ -1,4 +1,4 @@
-"""The flat probe's patch tokenizer (benchmarks/flat_probe.py): exact round trips and a local code per patch."""
+"""Patch codes (shapes/patch_codes.py, the flat probe's and the anchored VQ's tokens): round trips, a local code."""
 
 import sys
 from pathlib import Path
@@ -7,7 +7,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.flat_probe import from_patches, neighbour_majority, patch_kmeans, to_patches  # noqa: E402
+from muse_styledrop.shapes.patch_codes import from_patches, neighbour_majority, patch_kmeans, to_patches  # noqa: E402
 
 
 def test_patches_round_trip():
