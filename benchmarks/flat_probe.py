@@ -44,12 +44,12 @@ from muse_styledrop.shapes.render import caption  # noqa: E402
 from muse_styledrop.shapes.world import SHAPES  # noqa: E402
 
 PATCH = {"kmeans4": 4, "kmeans8": 8}
-# name: (classifier-free guidance scale, confidence temperature start/end, token temperature). The first two are
-# aMUSEd's defaults; "likeliest" draws conditionally, without confidence noise, near the likeliest token.
+# name: (classifier-free guidance scale, confidence temperature start/end, token temperature); see
+# grading.BASE_SAMPLERS.
 SAMPLERS = {
-  "guidance_3": (3.0, (4.5, 0.0), 1.0),
+  "guidance_3": grading.BASE_SAMPLERS["default"],
   "guidance_8": (8.0, (4.5, 0.0), 1.0),
-  "likeliest": (0.0, (0.0, 0.0), 0.1),
+  "likeliest": grading.BASE_SAMPLERS["likeliest"],
 }
 
 

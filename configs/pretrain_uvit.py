@@ -58,6 +58,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.uvit.position_embedding_grid = (8, 8)
     c.init_from = "runs/pretrain_uvit/export/shapes_base/transformer"
     c.steps = 5000
+  elif arg == "anchored":  # on the anchored VQ's local tokens (configs/pretrain_vq.py:anchored), with position
+    c.name = "pretrain_uvit_anchored"
+    c.vq_dir = "runs/pretrain_vq_anchored/export/vqvae"
+    c.uvit.position_embedding_grid = (8, 8)
   elif arg == "grid16":  # amused-256's layout: the transformer on the whole 16x16 token grid, no down/upsampling
     c.name = "pretrain_uvit_grid16"
     c.uvit.downsample = c.uvit.upsample = False
@@ -73,6 +77,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.steps, c.steps_per_call, c.batch_size, c.eval_prompts = 20, 10, 4, 8
   elif arg:
     raise ValueError(
-      f"unknown variant {arg!r}; use position, continue, grid16, single_large, tokens8, runlocal or none"
+      f"unknown variant {arg!r}; use position, continue, anchored, grid16, single_large, tokens8, runlocal or none"
     )
   return c

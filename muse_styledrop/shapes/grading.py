@@ -181,8 +181,18 @@ def sample(
   return np.concatenate(out)
 
 
-def base_quality(pipe, grader, count: int = 200, seed: int = 0, guidance: float = 3.0, steps: int = 12) -> dict:
-  """The base's own samples for `count` prompts of seen styles, graded by the oracle."""
+# name: (classifier-free guidance scale, confidence temperature start/end, token temperature). aMUSEd's defaults,
+# and drawing conditionally without confidence noise near the likeliest token, which small bases need to draw
+# clean pictures (docs/shapes.md).
+BASE_SAMPLERS = {
+  "default": (3.0, (4.5, 0.0), 1.0),
+  "likeliest": (0.0, (0.0, 0.0), 0.1),
+}
+
+
+def base_quality(pipe, grader, count: int = 200, seed: int = 0, steps: int = 12, samplers=None) -> dict:
+  """The base's own samples for `count` prompts of seen styles, graded by the oracle, under each sampler
+  (BASE_SAMPLERS by default): the default sampler's grades at the top level, every sampler's under 'samplers'."""
   if grader is None:
     return {"oracle": "missing: train one with python -m muse_styledrop.shapes.oracle"}
   from muse_styledrop.shapes.render import caption  # noqa: PLC0415
@@ -190,8 +200,26 @@ def base_quality(pipe, grader, count: int = 200, seed: int = 0, guidance: float 
   scenes = eval_scenes(count, seed)
   styles = [SEEN[i % len(SEEN)] for i in range(count)]
   prompts = [caption(s, st) for s, st in zip(scenes, styles, strict=True)]
-  pictures = sample(pipe, prompts, seed=seed, guidance=guidance, steps=steps)
-  return {**grade(pictures, scenes, styles, grader), "guidance": guidance, "steps": steps}
+  out = {}
+  for name, (guidance, temperature, token_temperature) in (samplers or BASE_SAMPLERS).items():
+    pictures = sample(
+      pipe,
+      prompts,
+      seed=seed,
+      guidance=guidance,
+      steps=steps,
+      temperature=temperature,
+      token_temperature=token_temperature,
+    )
+    grades = grade(pictures, scenes, styles, grader)
+    out[name] = {
+      **grades,
+      "guidance": guidance,
+      "temperature": list(temperature),
+      "token_temperature": token_temperature,
+    }
+  first = next(iter(out.values()))
+  return {**first, "steps": steps, "samplers": out}
 
 
 def style_eval(pipe, sampler, state, grader, *, style, style_phrase, avoid, count: int, seed: int, sample_config):
