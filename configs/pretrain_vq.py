@@ -57,6 +57,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   elif arg == "anchored":  # codes anchored to k-means codes of each token's 4x4 patch: local tokens (docs/shapes.md)
     c.name = "pretrain_vq_anchored"
     c.quantizer = "patch_kmeans"
+    c.vq.latent_channels = c.vq.vq_embed_dim = 48  # codes are 4x4x3 pixel patches
+    c.commitment = 10.0  # the encoder's regression onto its patch's centre (pixel units: small squared errors)
   elif arg == "runlocal":
     c.steps, c.steps_per_call, c.batch_size = 20, 10, 4
   elif arg:

@@ -90,20 +90,27 @@ def test_fsq_pretraining_keeps_its_grid_and_checks_levels(data_files, tmp_path):
 
 
 def test_anchored_vq_learns_to_pick_each_patch_code(data_files, tmp_path):
-  c = tiny_vq(data_files, steps=96, quantizer="patch_kmeans")
+  c = tiny_vq(data_files, steps=240, quantizer="patch_kmeans")
   c.kmeans_pictures, c.kmeans_iters = 48, 5
+  c.vq.latent_channels = c.vq.vq_embed_dim = 12  # codes are 2x2x3 pixel patches
+  c.vq.block_out_channels = (16, 16)  # room for the 12 numbers of a patch
+  c.commitment = 10.0
   c.optimizer.learning_rate = 1e-2
   summary = pretrain(c, tmp_path / "run")
   with np.load(tmp_path / "run" / "patch_codes.npz") as f:
     centres, anchored = f["centres"], f["ids"]
   assert centres.shape == (16, 2 * 2 * 3) and anchored.shape == (48, 32, 32)  # 2x2 patches: the tiny VQ's downscale
   vq = weights.load_vqvae(Path(summary["export"]))
+  np.testing.assert_allclose(np.asarray(vq.quantize.embedding.embedding[...]), centres, atol=1e-6)  # fixed codebook
   pictures = dataset.load(Path(c.data.train))["images"][:16]
   got = np.asarray(vq.encode(jnp.asarray(pictures, jnp.float32) / 255.0))
   majority = np.bincount(anchored[:16].ravel()).max() / anchored[:16].size  # always the commonest code
   assert (got == anchored[:16]).mean() > majority + 0.1
   assert 0 <= summary["quality"]["neighbour_majority"] <= 1
   bad = tiny_vq(data_files, quantizer="patch_kmeans")
+  with pytest.raises(ValueError, match="vq_embed_dim must be 3 x 2 x 2 = 12, not 4"):
+    pretrain(bad, tmp_path / "bad")
+  bad.vq.latent_channels = bad.vq.vq_embed_dim = 12
   bad.crop = 15
   with pytest.raises(ValueError, match="crop=15 must be a multiple"):
     pretrain(bad, tmp_path / "bad")

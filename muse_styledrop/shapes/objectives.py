@@ -78,10 +78,10 @@ class VQObjective(Objective):
 
   quantizer 'vq': a learned codebook (codebook + commitment losses, dead-code restarts). 'fsq': a fixed grid
   codebook (`fsq_grid(fsq_levels)`), which cannot collapse; only the commitment loss keeps the encoder near it.
-  'patch_kmeans': codes anchored to k-means codes of the pixel patch under each token (shapes/patch_codes.py),
-  so a token depends on its own patch: the encoder learns to pick that code (cross-entropy over negative
-  distances to the codebook, so the nearest entry is the anchored code) and the decoder to draw from it; the
-  codebook vectors and both networks are learned.
+  'patch_kmeans': the codebook is the k-means centres of the pixel patches under the tokens (shapes/patch_codes.py,
+  codes of dimension 3 p^2 in pixel space, fixed), so a token depends on its own patch. The encoder learns to
+  output its patch's centre (regression, plus cross-entropy over negative distances so the nearest entry is that
+  centre: the k-means rule) and the decoder to draw pictures from the centres.
   """
 
   def __init__(self, config, workdir):
@@ -100,6 +100,11 @@ class VQObjective(Objective):
       self.patch = self.vq_config.downscale
       if config.crop % self.patch:
         raise ValueError(f"crop={config.crop} must be a multiple of the tokenizer's downscale {self.patch}")
+      if self.vq_config.embed_dim != 3 * self.patch**2:
+        raise ValueError(
+          f"quantizer 'patch_kmeans' keeps the codes in pixel-patch space: vq_embed_dim must be "
+          f"3 x {self.patch} x {self.patch} = {3 * self.patch**2}, not {self.vq_config.embed_dim}"
+        )
       self.patch_ids = self._patch_ids()
     if self.fsq:
       levels = tuple(config.fsq_levels)
@@ -130,9 +135,9 @@ class VQObjective(Objective):
     model = VQModel(self.vq_config, rngs=rngs)
     if self.fsq:
       model.quantize.embedding.embedding.set_value(jnp.asarray(fsq_grid(self.c.fsq_levels)))
-    if self.anchored:  # codes spread at unit scale, so the distances the cross-entropy sees differ from the start
-      shape = model.quantize.embedding.embedding.shape
-      model.quantize.embedding.embedding.set_value(jax.random.normal(rngs.params(), shape))
+    if self.anchored:  # the codebook IS the k-means centres, in pixel-patch space: it stays fixed
+      with np.load(self.workdir / "patch_codes.npz") as f:
+        model.quantize.embedding.embedding.set_value(jnp.asarray(f["centres"], jnp.float32))
     return model
 
   def init_extra(self):
@@ -177,13 +182,13 @@ class VQObjective(Objective):
     x = batch["images"].astype(jnp.float32) / 255.0
     target = batch["ids"]
     z = model.quant_conv(model.encoder(x)).astype(jnp.float32)
-    codes_KD = model.quantize.embedding.embedding[...].astype(jnp.float32)
+    codes_KD = jax.lax.stop_gradient(model.quantize.embedding.embedding[...].astype(jnp.float32))  # fixed centres
     logits = -(
       jnp.sum(z * z, -1, keepdims=True) - 2 * jnp.einsum("bhwd,kd->bhwk", z, codes_KD) + jnp.sum(codes_KD**2, -1)
     )
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, target).mean()
-    q = model.quantize.lookup(target)
-    commit = jnp.mean((z - jax.lax.stop_gradient(q)) ** 2)  # the encoder's output onto its anchored code
+    q = codes_KD[target]
+    commit = jnp.mean((z - q) ** 2)  # the encoder's output onto its anchored code (its patch's centre)
     rec = model.decoder(model.post_quant_conv(q))
     l1, l2 = jnp.mean(jnp.abs(rec - x)), jnp.mean((rec - x) ** 2)
     ids = jnp.argmax(logits, -1)
