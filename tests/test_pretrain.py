@@ -107,6 +107,7 @@ def test_anchored_vq_learns_to_pick_each_patch_code(data_files, tmp_path):
   majority = np.bincount(anchored[:16].ravel()).max() / anchored[:16].size  # always the commonest code
   assert (got == anchored[:16]).mean() > majority + 0.1
   assert 0 <= summary["quality"]["neighbour_majority"] <= 1
+  assert summary["quality"]["patch_codes"]["psnr"] > 15  # the centres pasted back
   bad = tiny_vq(data_files, quantizer="patch_kmeans")
   with pytest.raises(ValueError, match="vq_embed_dim must be 3 x 2 x 2 = 12, not 4"):
     pretrain(bad, tmp_path / "bad")

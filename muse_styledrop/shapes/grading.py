@@ -34,7 +34,8 @@ STYLES_LIST = list(STYLES)
 
 
 def vq_quality(vq, test: dict, grader) -> dict:
-  """PSNR of reconstructions (all, per style) and the oracle's accuracy on originals and on reconstructions."""
+  """PSNR of reconstructions (all, per style), the oracle's accuracy on originals and on reconstructions, and how
+  local the tokens are."""
   graphdef, state = nnx.split(vq)
   rebuild = jax.jit(
     lambda s, x: jnp.clip(nnx.merge(graphdef, s).decode(nnx.merge(graphdef, s).encode(x / 255.0)), 0, 1) * 255.0
@@ -43,7 +44,21 @@ def vq_quality(vq, test: dict, grader) -> dict:
   rec = np.concatenate(
     [np.asarray(rebuild(state, jnp.asarray(images[i : i + 256], jnp.float32))) for i in range(0, len(images), 256)]
   )
-  rec = np.round(rec).astype(np.uint8)
+  tokens = np.asarray(vq.encode(jnp.asarray(images[:256], jnp.float32) / 255.0))
+  return {
+    **reconstruction_quality(np.round(rec).astype(np.uint8), tokens, test, grader),
+    "tokens": list(tokens.shape[1:]),
+  }
+
+
+def patch_code_quality(centres: np.ndarray, p: int, test: dict, grader) -> dict:
+  """vq_quality's measures for k-means patch codes pasted back (the codes an anchored VQ learns to pick)."""
+  ids = patch_codes.encode(test["images"], centres, p)
+  return reconstruction_quality(patch_codes.decode(ids, centres, p), ids[:256], test, grader)
+
+
+def reconstruction_quality(rec: np.ndarray, tokens_256: np.ndarray, test: dict, grader) -> dict:
+  images = test["images"]
   mse = ((rec.astype(np.float64) - images) ** 2).reshape(len(images), -1).mean(1)
   psnr = 10 * np.log10(255.0**2 / np.maximum(mse, 1e-10))
   out = {
@@ -51,11 +66,8 @@ def vq_quality(vq, test: dict, grader) -> dict:
     "psnr_per_style": {
       STYLES_LIST[s]: round(float(psnr[test["style"] == s].mean()), 2) for s in np.unique(test["style"])
     },
-    "tokens": list(vq.encode(jnp.zeros((1, *images.shape[1:]))).shape[1:]),
     # how local the tokens are: a masked token filled with the commonest of its visible neighbours
-    "neighbour_majority": patch_codes.neighbour_majority(
-      np.asarray(vq.encode(jnp.asarray(images[:256], jnp.float32) / 255.0)).astype(np.int64)
-    ),
+    "neighbour_majority": patch_codes.neighbour_majority(np.asarray(tokens_256).astype(np.int64)),
   }
   if grader is not None:
     out["oracle_on_originals"] = label_accuracy(grader(images), test)

@@ -221,7 +221,12 @@ class VQObjective(Objective):
 
   def evaluate(self, model) -> dict:
     test = dataset.load(Path(self.c.data.test))
-    return grading.vq_quality(model, test, grading.grader_or_none(self.c.oracle))
+    grader = grading.grader_or_none(self.c.oracle)
+    quality = grading.vq_quality(model, test, grader)
+    if self.anchored:  # the codes it learned to pick, pasted back: its encoder's ceiling
+      with np.load(self.workdir / "patch_codes.npz") as f:
+        quality["patch_codes"] = grading.patch_code_quality(f["centres"], self.patch, test, grader)
+    return quality
 
 
 def padded_codes(vq: VQModel) -> VQModel:
