@@ -119,6 +119,13 @@ class VQObjective(Objective):
     cache = self.workdir / "patch_codes.npz"
     if cache.is_file():
       with np.load(cache) as f:
+        want = (self.codes, 3 * self.patch**2)
+        if f["centres"].shape != want or f["ids"].shape[0] != len(self.images):
+          raise ValueError(
+            f"{cache} holds {f['centres'].shape[0]} codes of {f['centres'].shape[1]} values for "
+            f"{f['ids'].shape[0]} pictures, but this config needs {want[0]} of {want[1]} for {len(self.images)}; "
+            "use another workdir or delete the file"
+          )
         return f["ids"]
     n = min(len(self.images), self.c.kmeans_pictures)
     centres, _ = patch_codes.patch_kmeans(self.images[:n], self.patch, codes=self.codes, iters=self.c.kmeans_iters)
