@@ -179,6 +179,13 @@ class Decoder(nnx.Module):
     return self.conv_out(jax.nn.silu(self.conv_norm_out(x)))
 
 
+def squared_distances(z_BHWD, codes_KD):
+  """dist_BHWK: squared Euclidean distance of every latent to every codebook entry, in float32."""
+  codes_KD = codes_KD.astype(jnp.float32)
+  z = z_BHWD.astype(jnp.float32)
+  return jnp.sum(z * z, -1, keepdims=True) - 2 * jnp.einsum("bhwd,kd->bhwk", z, codes_KD) + jnp.sum(codes_KD**2, -1)
+
+
 class VectorQuantizer(nnx.Module):
   """The codebook: nearest-entry lookup (Euclidean) and id -> vector."""
 
@@ -190,14 +197,7 @@ class VectorQuantizer(nnx.Module):
 
   def nearest(self, z_BHWD):
     """Ids of the nearest codebook entries, by squared distance."""
-    codes_KD = self.embedding.embedding[...].astype(jnp.float32)
-    z = z_BHWD.astype(jnp.float32)
-    dist = (
-      jnp.sum(z * z, -1, keepdims=True)
-      - 2 * jnp.einsum("bhwd,kd->bhwk", z, codes_KD)
-      + jnp.sum(codes_KD * codes_KD, -1)
-    )
-    return jnp.argmin(dist, axis=-1).astype(jnp.int32)
+    return jnp.argmin(squared_distances(z_BHWD, self.embedding.embedding[...]), axis=-1).astype(jnp.int32)
 
   def lookup(self, ids_BHW):
     return self.embedding(ids_BHW)

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from muse_styledrop import weights
 from muse_styledrop.models.clip import CLIPConfig, CLIPModel, TowerConfig
 from muse_styledrop.models.uvit import UVit2DModel, UVitConfig
-from muse_styledrop.models.vq import VQConfig, VQModel
+from muse_styledrop.models.vq import VQConfig, VQModel, squared_distances
 from muse_styledrop.shapes import dataset, grading, patch_codes
 from muse_styledrop.shapes.styles import STYLES
 from muse_styledrop.tokenizer import Tokenizer, build_clip_tokenizer
@@ -160,13 +160,16 @@ class VQObjective(Objective):
     else:
       offsets = rng.integers(0, side - crop + 1, (*idx.shape, 2))
     out = np.empty((*idx.shape, crop, crop, 3), np.uint8)
-    ids = np.empty((*idx.shape, crop // self.vq_config.downscale, crop // self.vq_config.downscale), np.int32)
     for s, b in np.ndindex(idx.shape):
       y, x = offsets[s, b]
       out[s, b] = self.images[idx[s, b], y : y + crop, x : x + crop]
-      if self.anchored:
-        ids[s, b] = self.patch_ids[idx[s, b], y // p : (y + crop) // p, x // p : (x + crop) // p]
-    return {"images": out, "ids": ids} if self.anchored else {"images": out}
+    if not self.anchored:
+      return {"images": out}
+    ids = np.empty((*idx.shape, crop // p, crop // p), np.int32)
+    for s, b in np.ndindex(idx.shape):
+      y, x = offsets[s, b] // p
+      ids[s, b] = self.patch_ids[idx[s, b], y : y + crop // p, x : x + crop // p]
+    return {"images": out, "ids": ids}
 
   def loss(self, model, batch, extra, frozen, rng):
     if self.anchored:
@@ -190,9 +193,7 @@ class VQObjective(Objective):
     target = batch["ids"]
     z = model.quant_conv(model.encoder(x)).astype(jnp.float32)
     codes_KD = jax.lax.stop_gradient(model.quantize.embedding.embedding[...].astype(jnp.float32))  # fixed centres
-    logits = -(
-      jnp.sum(z * z, -1, keepdims=True) - 2 * jnp.einsum("bhwd,kd->bhwk", z, codes_KD) + jnp.sum(codes_KD**2, -1)
-    )
+    logits = -squared_distances(z, codes_KD)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, target).mean()
     q = codes_KD[target]
     commit = jnp.mean((z - q) ** 2)  # the encoder's output onto its anchored code (its patch's centre)
