@@ -6,6 +6,8 @@ r"""Pretrain the embedded base's VQ tokenizer: 64x64 pictures -> 16x16 tokens of
 Variant tokens8: 64x64 -> 8x8 tokens of an 8x5x5x5 FSQ grid (an experiment; see docs/shapes.md).
 Variant anchored: the same layout, each code anchored to the k-means code of its token's 4x4 pixel patch, so a
 token depends on its own patch (local tokens draw shapes 2-4x as often; docs/shapes.md).
+Variant anchored_decoder: the anchored VQ's decoder trained on whole pictures from its encoder's own codes; the
+encoder and so the tokens stay the same (a U-ViT trained on them stays valid).
 
 A tokenizer is a general image codec, so it sees the held-out styles too.
 """
@@ -30,6 +32,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     mid_block_add_attention=False,
     lookup_from_codebook=True,
   )
+  c.init_from = ""  # a trained VQ directory (diffusers layout) to start from; "" = a fresh init
+  c.train = "all"  # "decoder": only the decoder trains, on init_from's own codes (its tokens stay the same)
   c.quantizer = "vq"  # a learned codebook; "fsq": a fixed grid codebook of fsq_levels (cannot collapse)
   c.fsq_levels = ()
   c.kmeans_pictures, c.kmeans_iters = 3000, 20  # quantizer "patch_kmeans": the k-means fit of the anchored codes
@@ -59,8 +63,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.quantizer = "patch_kmeans"
     c.vq.latent_channels = c.vq.vq_embed_dim = 48  # codes are 4x4x3 pixel patches
     c.commitment = 10.0  # the encoder's regression onto its patch's centre (pixel units: small squared errors)
+  elif arg == "anchored_decoder":  # the anchored VQ's decoder, longer and on whole pictures; its tokens unchanged
+    c.name = "pretrain_vq_anchored_decoder"
+    c.init_from = "runs/pretrain_vq_anchored/export/vqvae"
+    c.train = "decoder"
+    c.vq.latent_channels = c.vq.vq_embed_dim = 48
+    c.crop, c.batch_size, c.steps = 64, 16, 1000  # whole pictures: the GroupNorm statistics the tokens are drawn with
+    c.optimizer.learning_rate, c.optimizer.warmup_steps = 1e-3, 50
   elif arg == "runlocal":
     c.steps, c.steps_per_call, c.batch_size = 20, 10, 4
   elif arg:
-    raise ValueError(f"unknown variant {arg!r}; use tokens8, anchored, runlocal or none")
+    raise ValueError(f"unknown variant {arg!r}; use tokens8, anchored, anchored_decoder, runlocal or none")
   return c

@@ -83,7 +83,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     raise ValueError(f"config.steps={config.steps} is not a multiple of config.steps_per_call={config.steps_per_call}")
   objective = OBJECTIVES[config.model](config, workdir)
   model = objective.build(nnx.Rngs(config.seed))
-  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  graphdef, params, rest = nnx.split(model, objective.trainable, ...)
   tx = make_optimizer(config.optimizer, total_steps=config.steps)
   opt_state = tx.init(params)
   extra = objective.init_extra()

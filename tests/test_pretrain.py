@@ -54,6 +54,22 @@ def test_vq_pretraining_learns_fills_codebook_from_data_and_exports(data_files, 
   vq = weights.load_vqvae(Path(summary["export"]))
   assert vq.config.num_vq_embeddings == 16 and summary["quality"]["tokens"] == [32, 32]
 
+  # train="decoder" continues only the decoder: the encoder, codebook and so every token stay bitwise the same
+  c = tiny_vq(data_files, steps=8)
+  c.init_from, c.train, c.crop = summary["export"], "decoder", 64
+  again = weights.load_vqvae(Path(pretrain(c, tmp_path / "decoder")["export"]))
+  before, after = weights.state_dict(vq), weights.state_dict(again)
+  decoder = [k for k in before if k.startswith(("decoder.", "post_quant_conv."))]
+  assert decoder and all(not np.array_equal(before[k], after[k]) for k in decoder)
+  for k in set(before) - set(decoder):
+    np.testing.assert_array_equal(np.asarray(before[k]), np.asarray(after[k]), err_msg=k)
+  c.init_from = ""
+  with pytest.raises(ValueError, match="train='decoder' needs init_from"):
+    pretrain(c, tmp_path / "bad")
+  c.init_from, c.vq.num_vq_embeddings = summary["export"], 32
+  with pytest.raises(ValueError, match="make config.vq match the directory"):
+    pretrain(c, tmp_path / "bad")
+
 
 def test_fsq_grid_lookup_is_per_dimension_rounding():
   grid = fsq_grid((8, 5, 3))

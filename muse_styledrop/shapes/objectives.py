@@ -46,6 +46,9 @@ class Objective:
     self.c = config
     self.workdir = Path(workdir)
 
+  # the weights the optimizer trains (an nnx filter); the rest stays as built and is not checkpointed
+  trainable = nnx.Param
+
   def init_extra(self):
     return {}
 
@@ -82,6 +85,10 @@ class VQObjective(Objective):
   codes of dimension 3 p^2 in pixel space, fixed), so a token depends on its own patch. The encoder learns to
   output its patch's centre (regression, plus cross-entropy over negative distances so the nearest entry is that
   centre: the k-means rule) and the decoder to draw pictures from the centres.
+
+  train 'decoder' (with init_from, a trained VQ directory): only the decoder (and post_quant_conv) trains, on the
+  loaded encoder's own codes of whole pictures. The encoder, its codebook and so every picture's tokens stay
+  bitwise the same, so a transformer already trained on those tokens stays valid.
   """
 
   def __init__(self, config, workdir):
@@ -96,6 +103,15 @@ class VQObjective(Objective):
       )
     self.fsq = quantizer == "fsq"
     self.anchored = quantizer == "patch_kmeans"
+    self.decoder_only = config.get("train", "all") == "decoder"
+    if config.get("train", "all") not in ("all", "decoder"):
+      raise ValueError(f"train={config.train!r}; use 'all' or 'decoder' (with init_from, a trained VQ directory)")
+    if self.decoder_only:
+      if not config.get("init_from"):
+        raise ValueError("train='decoder' needs init_from: the trained VQ directory whose encoder stays fixed")
+      self.trainable = nnx.All(nnx.Param, nnx.Any(nnx.PathContains("decoder"), nnx.PathContains("post_quant_conv")))
+      self.fsq = self.anchored = False  # the loaded codebook is used as it is: no grid, no k-means fit
+      return
     if self.anchored:
       self.patch = self.vq_config.downscale
       if config.crop % self.patch:
@@ -139,6 +155,15 @@ class VQObjective(Objective):
     return ids
 
   def build(self, rngs):
+    if self.c.get("init_from"):
+      model = weights.load_vqvae(Path(self.c.init_from))
+      # exports widen narrow codes to latent_channels with zeros (padded_codes), so the code width is not compared
+      if dataclasses.replace(model.config, vq_embed_dim=None) != dataclasses.replace(self.vq_config, vq_embed_dim=None):
+        raise ValueError(
+          f"init_from={self.c.init_from} holds a VQ with {model.config}, but config.vq asks for {self.vq_config}; "
+          "make config.vq match the directory"
+        )
+      return model
     model = VQModel(self.vq_config, rngs=rngs)
     if self.fsq:
       model.quantize.embedding.embedding.set_value(jnp.asarray(fsq_grid(self.c.fsq_levels)))
@@ -172,6 +197,8 @@ class VQObjective(Objective):
     return {"images": out, "ids": ids}
 
   def loss(self, model, batch, extra, frozen, rng):
+    if self.decoder_only:
+      return self.decoder_loss(model, batch)
     if self.anchored:
       return self.anchored_loss(model, batch)
     x = batch["images"].astype(jnp.float32) / 255.0
@@ -204,6 +231,15 @@ class VQObjective(Objective):
     loss = l1 + l2 + self.c.code_weight * ce + self.c.commitment * commit
     return loss, {"ids": ids, "z": jax.lax.stop_gradient(z), "metrics": metrics}
 
+  def decoder_loss(self, model, batch):
+    """Reconstruction from the fixed encoder's own codes: the decoder learns to draw what the tokens say."""
+    x = batch["images"].astype(jnp.float32) / 255.0
+    ids = model.quantize.nearest(model.quant_conv(model.encoder(x)))
+    q = model.quantize.lookup(ids)
+    rec = model.decoder(model.post_quant_conv(q))
+    l1, l2 = jnp.mean(jnp.abs(rec - x)), jnp.mean((rec - x) ** 2)
+    return l1 + l2, {"ids": ids, "z": q, "metrics": {"l1": l1, "psnr": -10 * jnp.log10(l2)}}
+
   def after_update(self, params, extra, aux, rng):
     """Codes unused for a while (usage EMA below a fraction of uniform) restart at random encoder outputs."""
     k = self.codes
@@ -212,7 +248,7 @@ class VQObjective(Objective):
     usage = self.c.usage_decay * extra["usage"] + (1 - self.c.usage_decay) * jnp.bincount(ids, length=k) / ids.size
     probs = usage / jnp.maximum(usage.sum(), 1e-10)
     perplexity = jnp.exp(-jnp.sum(probs * jnp.log(probs + 1e-10)))
-    if self.fsq or self.anchored:  # a fixed grid, or codes anchored to patches: nothing to restart
+    if self.fsq or self.anchored or self.decoder_only:  # a fixed grid, anchored codes, or a fixed encoder
       return params, {"usage": usage}, {"perplexity": perplexity}
     dead = usage < self.c.dead_fraction / k
     fresh = z[jax.random.randint(rng, (k,), 0, z.shape[0])]
