@@ -50,6 +50,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.steps_per_call = 10
   c.seed = 0
   c.checkpoint = dict(every_seconds=180, use_async=True)
+  c.max_seconds = 0  # > 0: stop training after this many seconds (checkpointed), then export and measure as usual
   if arg == "position":  # Muse's learned 2D position embedding on the 8x8 transformer grid (diffusers cannot load it)
     c.name = "pretrain_uvit_position"
     c.uvit.position_embedding_grid = (8, 8)
@@ -62,6 +63,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.name = "pretrain_uvit_anchored"
     c.vq_dir = "runs/pretrain_vq_anchored/export/vqvae"
     c.uvit.position_embedding_grid = (8, 8)
+  elif arg == "anchored_gpu":  # the anchored base on a lent GPU (tools/gpu_pretrain_uvit.sh): 40x the samples
+    c.name = "pretrain_uvit_anchored_gpu"
+    c.vq_dir = "runs/pretrain_vq_anchored/export/vqvae"
+    c.clip_dir = "runs/pretrain_clip/export"
+    c.uvit.position_embedding_grid = (8, 8)
+    c.batch_size, c.steps, c.steps_per_call = 256, 20000, 50
+    c.optimizer.learning_rate, c.optimizer.warmup_steps = 2e-3, 1000
+    c.checkpoint.every_seconds = 120
+    c.max_seconds = 420  # a device command may run 10 minutes: leave room for compiling, export and grading
   elif arg == "grid16":  # amused-256's layout: the transformer on the whole 16x16 token grid, no down/upsampling
     c.name = "pretrain_uvit_grid16"
     c.uvit.downsample = c.uvit.upsample = False
@@ -77,6 +87,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.steps, c.steps_per_call, c.batch_size, c.eval_prompts = 20, 10, 4, 8
   elif arg:
     raise ValueError(
-      f"unknown variant {arg!r}; use position, continue, anchored, grid16, single_large, tokens8, runlocal or none"
+      f"unknown variant {arg!r}; use position, continue, anchored, anchored_gpu, grid16, single_large, tokens8, "
+      "runlocal or none"
     )
   return c

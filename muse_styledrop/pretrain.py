@@ -114,6 +114,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
   log = functools.partial(record_metrics, workdir=workdir, bar=bar, writer=writer)
 
   start = time.perf_counter()
+  max_seconds = config.get("max_seconds", 0)  # a time box (a lent GPU's minutes): stop early, then export as usual
   try:
     while step < config.steps:
       batches = objective.host_batches(np.random.default_rng([config.seed, step]), config.steps_per_call)
@@ -123,12 +124,15 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
         last = log(*pending)
       pending = (step, metrics)
       bar.update(config.steps_per_call)
-      if time.monotonic() - last_save > config.checkpoint.every_seconds or step == config.steps:
+      out_of_time = bool(max_seconds) and time.perf_counter() - start > max_seconds
+      if time.monotonic() - last_save > config.checkpoint.every_seconds or step == config.steps or out_of_time:
         last = log(*pending)  # never checkpoint unchecked weights
         pending = None
         state = {"params": params, "opt_state": opt_state, "extra": extra, "rng": jax.random.key_data(rng)}
         ckpt.save(step, state, meta)
         last_save = time.monotonic()
+      if out_of_time:
+        break
     if pending is not None:
       last = log(*pending)
   finally:
@@ -141,6 +145,10 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
   export = objective.export(model, workdir / "export")
   quality = objective.evaluate(model)
   summary = {"model": config.model, "steps": step, "parameters": n_params, "train_seconds": round(seconds, 1)}
+  if step < config.steps:
+    summary["stopped_early"] = (
+      f"max_seconds={max_seconds} reached at step {step} of {config.steps}; the same command resumes"
+    )
   summary.update(last=last, export=str(export), quality=quality)
   from muse_styledrop import weights  # noqa: PLC0415
 

@@ -32,7 +32,7 @@ def data_files(tmp_path_factory):
   return root / "train.npz", root / "test.npz"
 
 
-def tiny_vq(data_files, steps=12, schedule="cosine", quantizer="vq"):
+def tiny_vq(data_files, steps=12, quantizer="vq"):
   c = pretrain_vq.get_config()
   c.quantizer, c.fsq_levels = quantizer, (4, 4)
   c.data.train, c.data.test = map(str, data_files)
@@ -40,7 +40,7 @@ def tiny_vq(data_files, steps=12, schedule="cosine", quantizer="vq"):
   c.vq.block_out_channels, c.vq.latent_channels, c.vq.vq_embed_dim = (8, 8), 8, 2 if quantizer == "fsq" else 4
   c.vq.num_vq_embeddings, c.vq.norm_num_groups = 16, 4
   c.crop, c.batch_size, c.steps, c.steps_per_call = 16, 4, steps, 4
-  c.optimizer.warmup_steps, c.optimizer.schedule = (2, "cosine") if schedule == "cosine" else (0, "constant")
+  c.optimizer.warmup_steps = 2
   c.checkpoint.use_async = False
   return c
 
@@ -149,11 +149,14 @@ def test_uvit_data_selection_keeps_single_medium_or_large_objects(data_files):
 
 
 def test_pretraining_resumes_to_the_same_weights(data_files, tmp_path):
-  # a constant rate, so a run asked for 4 steps is the first half of one asked for 8
-  straight = pretrain(tiny_vq(data_files, 8, "constant"), tmp_path / "a")
-  pretrain(tiny_vq(data_files, 4, "constant"), tmp_path / "b")  # ends at step 4 with a checkpoint
-  resumed = pretrain(tiny_vq(data_files, 8, "constant"), tmp_path / "b")
-  assert straight["steps"] == resumed["steps"] == 8
+  straight = pretrain(tiny_vq(data_files, 8), tmp_path / "a")
+  boxed = tiny_vq(data_files, 8)
+  boxed.max_seconds = 1e-9  # out of time after the first call: checkpointed, exported, and the same command resumes
+  stopped = pretrain(boxed, tmp_path / "b")
+  assert stopped["steps"] == 4 and "max_seconds=1e-09 reached at step 4 of 8" in stopped["stopped_early"]
+  boxed.max_seconds = 0
+  resumed = pretrain(boxed, tmp_path / "b")
+  assert straight["steps"] == resumed["steps"] == 8 and "stopped_early" not in resumed
   a = weights.read_tensors(weights.weight_files(tmp_path / "a/export/vqvae", "diffusion_pytorch_model"))
   b = weights.read_tensors(weights.weight_files(tmp_path / "b/export/vqvae", "diffusion_pytorch_model"))
   for k in a:
@@ -205,3 +208,18 @@ def test_uvit_warm_start_loads_every_trained_weight_and_keeps_a_new_position_emb
   c.uvit.hidden_size = 64  # another architecture: refused, naming the weight
   with pytest.raises(weights.WeightsError, match="has shape"):
     UVitObjective(c, tmp_path).build(nnx.Rngs(0))
+
+  # the tokens, captions and labels are cached: a later run never opens the pictures (a GPU machine lacks them)
+  first = UVitObjective(c, tmp_path)
+  c.data.train = str(tmp_path / "missing.npz")
+  again = UVitObjective(c, tmp_path)
+  np.testing.assert_array_equal(again.tokens, first.tokens)
+  np.testing.assert_array_equal(again.ids, first.ids)
+  with pytest.raises(FileNotFoundError, match="missing.npz does not exist and .*tokens.npz is not there yet"):
+    UVitObjective(c, tmp_path / "fresh")
+  other = weights.load_vqvae(EMBEDDED_BASE / "vqvae")  # another VQ's tokens would be stale: refused
+  other.decoder.conv_out.bias.set_value(other.decoder.conv_out.bias[...] + 1)
+  weights.save_vqvae(other, tmp_path / "other_vq")
+  c.vq_dir = str(tmp_path / "other_vq")
+  with pytest.raises(ValueError, match="holds tokens of another VQ"):
+    UVitObjective(c, tmp_path)

@@ -50,12 +50,12 @@ def render(count: int, first_seed: int = 0, styles: tuple[str, ...] = SEEN, work
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def save(arrays: dict, path: Path) -> None:
+def save(arrays: dict, path: Path, compressed: bool = False) -> None:
   """Write atomically (temporary file, then rename)."""
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.with_name(path.name + ".tmp.npz")
-  np.savez(tmp, **arrays)
+  (np.savez_compressed if compressed else np.savez)(tmp, **arrays)
   os.replace(tmp, path)
 
 
