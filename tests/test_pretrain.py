@@ -217,9 +217,12 @@ def test_uvit_warm_start_loads_every_trained_weight_and_keeps_a_new_position_emb
   np.testing.assert_array_equal(again.ids, first.ids)
   with pytest.raises(FileNotFoundError, match="missing.npz does not exist and .*tokens.npz is not there yet"):
     UVitObjective(c, tmp_path / "fresh")
-  other = weights.load_vqvae(EMBEDDED_BASE / "vqvae")  # another VQ's tokens would be stale: refused
-  other.decoder.conv_out.bias.set_value(other.decoder.conv_out.bias[...] + 1)
+  other = weights.load_vqvae(EMBEDDED_BASE / "vqvae", param_dtype=jnp.float16)
+  other.decoder.conv_out.bias.set_value(other.decoder.conv_out.bias[...] + 1)  # another decoder: the same tokens
   weights.save_vqvae(other, tmp_path / "other_vq")
   c.vq_dir = str(tmp_path / "other_vq")
-  with pytest.raises(ValueError, match="holds tokens of another VQ"):
+  UVitObjective(c, tmp_path)
+  other.quant_conv.bias.set_value(other.quant_conv.bias[...] + 1)  # another encoder's tokens would be stale: refused
+  weights.save_vqvae(other, tmp_path / "other_vq")
+  with pytest.raises(ValueError, match="holds tokens of another VQ encoder"):
     UVitObjective(c, tmp_path)

@@ -9,9 +9,9 @@
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 -d .whl ml_collections==1.1.0
 #
-# then call the device tool's run with
+# (extra arguments pass to the trainer, e.g. --config.steps=100). Then call the device tool's run with
 #   command: bash tools/gpu_pretrain_uvit.sh     timeout_s: 600
-#   carry: [".whl", "runs/pretrain_uvit_anchored_gpu/tokens.npz", "runs/pretrain_vq_anchored/export/vqvae",
+#   carry: [".whl/ml_collections-1.1.0-py3-none-any.whl", "runs/pretrain_uvit_anchored_gpu/tokens.npz", "runs/pretrain_vq_anchored/export/vqvae",
 #           "runs/pretrain_clip/export/text_encoder", "runs/pretrain_clip/export/tokenizer"]
 #
 # What comes back under $OUT: shapes_base.tar (the exported base directory, half precision), summary.json (steps
@@ -27,7 +27,7 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 python3 -c "import jax; print('jax', jax.__version__, jax.devices())"
 status=0
-python3 -m muse_styledrop.pretrain --config="$CONFIG" --workdir="$WORKDIR" 2>&1 | tr '\r' '\n' | grep -v '^$' \
+python3 -m muse_styledrop.pretrain --config="$CONFIG" --workdir="$WORKDIR" "$@" 2>&1 | tr '\r' '\n' | grep -v '^$' \
   > "$OUT/log.txt" || status=$?
 tail -n 30 "$OUT/log.txt"
 cp "$WORKDIR/metrics.jsonl" "$OUT/" 2>/dev/null || true

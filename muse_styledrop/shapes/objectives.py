@@ -378,6 +378,16 @@ class CLIPObjective(Objective):
 # ----------------------------------------------------------------------------
 
 
+def encoder_fingerprint(vq_dir: Path) -> str:
+  """A hash of what a VQ directory's tokens depend on: its encoder, quant_conv and codebook (not its decoder, which
+  train='decoder' may change under a transformer trained on the same tokens)."""
+  tensors = weights.read_tensors(weights.weight_files(vq_dir, weights.DIFFUSERS_WEIGHTS))
+  h = hashlib.sha256()
+  for k in sorted(k for k in tensors if k.startswith(("encoder.", "quant_conv.", "quantize."))):
+    h.update(k.encode() + np.asarray(tensors[k][0]).tobytes())
+  return h.hexdigest()
+
+
 def select(arrays: dict, which: str, style: str = "") -> np.ndarray:
   """Indices of the training pictures to use: 'all', or 'single_large' (one medium or large object: the shape
   fills more of the picture, so less of the masked-token loss is background and texture); `style`, when given,
@@ -431,11 +441,13 @@ class UVitObjective(Objective):
     (workdir/tokens.npz). Once it exists the pictures are never opened, so a run can go on where only the
     workdir travels (a GPU machine: 60,000 pictures' tokens are ~10 MB compressed, their pixels 740 MB)."""
     cache = self.workdir / "tokens.npz"
-    vq_sha = hashlib.sha256(b"".join(f.read_bytes() for f in sorted(vq_dir.glob("*.safetensors")))).hexdigest()
+    vq_sha = encoder_fingerprint(vq_dir)
     if cache.is_file():
       arrays = dataset.load(cache)
       if str(arrays.pop("vq_sha")) != vq_sha:
-        raise ValueError(f"{cache} holds tokens of another VQ than {vq_dir}; use another workdir or delete the file")
+        raise ValueError(
+          f"{cache} holds tokens of another VQ encoder than {vq_dir}'s; use another workdir or delete the file"
+        )
       return arrays
     if not train.is_file():
       raise FileNotFoundError(
