@@ -65,7 +65,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.uvit.position_embedding_grid = (8, 8)
   elif arg == "anchored_gpu":  # the anchored base on a lent GPU (tools/gpu_pretrain_uvit.sh): 40x the samples
     c.name = "pretrain_uvit_anchored_gpu"
-    c.vq_dir = "runs/pretrain_vq_anchored/export/vqvae"
+    c.vq_dir = (
+      "runs/pretrain_vq_anchored_decoder/export/vqvae"  # the same tokens, the decoder trained on whole pictures
+    )
     c.clip_dir = "runs/pretrain_clip/export"
     c.uvit.position_embedding_grid = (8, 8)
     c.batch_size, c.steps, c.steps_per_call = 256, 20000, 50

@@ -11,8 +11,9 @@
 #
 # (extra arguments pass to the trainer, e.g. --config.steps=100). Then call the device tool's run with
 #   command: bash tools/gpu_pretrain_uvit.sh     timeout_s: 600
-#   carry: [".whl/ml_collections-1.1.0-py3-none-any.whl", "runs/pretrain_uvit_anchored_gpu/tokens.npz", "runs/pretrain_vq_anchored/export/vqvae",
-#           "runs/pretrain_clip/export/text_encoder", "runs/pretrain_clip/export/tokenizer"]
+#   carry: [".whl/ml_collections-1.1.0-py3-none-any.whl", "runs/pretrain_uvit_anchored_gpu/tokens.npz",
+#           "runs/pretrain_vq_anchored_decoder/export/vqvae", "runs/pretrain_clip/export/text_encoder",
+#           "runs/pretrain_clip/export/tokenizer"]
 #
 # What comes back under $OUT: shapes_base.tar (the exported base directory, half precision), summary.json (steps
 # reached, the base's grades under both samplers), metrics.jsonl and log.txt. The config's max_seconds stops
