@@ -16,7 +16,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.name = "pretrain_uvit"
   c.model = "uvit"
-  c.data = dict(train="data/shapes_seen_60k.npz", select="all")  # or "single_large" (shapes.objectives.select)
+  c.data = dict(train="data/shapes_seen_60k.npz", select="all", style="")  # select "single_large", style: one style
   c.vq_dir = "runs/pretrain_vq/export/vqvae"
   c.clip_dir = "runs/pretrain_clip/export"
   c.init_from = ""  # a trained transformer directory (diffusers layout) to continue from; "" = a fresh init
