@@ -63,7 +63,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.name = "pretrain_uvit_anchored"
     c.vq_dir = "runs/pretrain_vq_anchored/export/vqvae"
     c.uvit.position_embedding_grid = (8, 8)
-  elif arg == "anchored_gpu":  # the anchored base on a lent GPU (tools/gpu_pretrain_uvit.sh): 40x the samples
+  elif arg == "anchored_gpu":  # the anchored base on a lent GPU (benchmarks/gpu_pretrain_uvit.sh): 40x the samples
     c.name = "pretrain_uvit_anchored_gpu"
     c.vq_dir = (
       "runs/pretrain_vq_anchored_decoder/export/vqvae"  # the same tokens, the decoder trained on whole pictures

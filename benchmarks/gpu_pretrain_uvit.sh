@@ -10,7 +10,7 @@
 #     --platform manylinux_2_28_x86_64 -d .whl ml_collections==1.1.0
 #
 # (extra arguments pass to the trainer, e.g. --config.steps=100). Then call the device tool's run with
-#   command: bash tools/gpu_pretrain_uvit.sh     timeout_s: 600
+#   command: bash benchmarks/gpu_pretrain_uvit.sh     timeout_s: 600
 #   carry: [".whl/ml_collections-1.1.0-py3-none-any.whl", "runs/pretrain_uvit_anchored_gpu/tokens.npz",
 #           "runs/pretrain_vq_anchored_decoder/export/vqvae", "runs/pretrain_clip/export/text_encoder",
 #           "runs/pretrain_clip/export/tokenizer"]
