@@ -63,6 +63,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.name = "pretrain_uvit_anchored"
     c.vq_dir = "runs/pretrain_vq_anchored/export/vqvae"
     c.uvit.position_embedding_grid = (8, 8)
+  elif arg == "anchored_long":  # the anchored recipe over many CPU sessions: 768,000 samples (about 5 h here)
+    c.name = "pretrain_uvit_anchored_long"
+    c.vq_dir = "runs/pretrain_vq_anchored_decoder/export/vqvae"
+    c.uvit.position_embedding_grid = (8, 8)
+    c.steps = 24000
   elif arg == "anchored_gpu":  # the anchored base on a lent GPU (benchmarks/gpu_pretrain_uvit.sh): 40x the samples
     c.name = "pretrain_uvit_anchored_gpu"
     c.vq_dir = (
@@ -89,7 +94,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.steps, c.steps_per_call, c.batch_size, c.eval_prompts = 20, 10, 4, 8
   elif arg:
     raise ValueError(
-      f"unknown variant {arg!r}; use position, continue, anchored, anchored_gpu, grid16, single_large, tokens8, "
-      "runlocal or none"
+      f"unknown variant {arg!r}; use position, continue, anchored, anchored_long, anchored_gpu, grid16, single_large, "
+      "tokens8, runlocal or none"
     )
   return c
