@@ -188,7 +188,7 @@ def test_clip_pretraining_exports_a_model_and_tokenizer_transformers_loads(data_
   assert set(summary["quality"]) == {"shape", "colour", "style"}
 
 
-def test_uvit_warm_start_loads_every_trained_weight_and_keeps_a_new_position_embedding(data_files, tmp_path):
+def test_uvit_warm_start_keeps_a_new_position_embedding_and_token_cache_follows_the_encoder(data_files, tmp_path):
   from configs import pretrain_uvit
   from muse_styledrop.pipeline import EMBEDDED_BASE
   from muse_styledrop.shapes.objectives import UVitObjective
