@@ -33,28 +33,50 @@ def _bytes_to_unicode() -> dict[int, str]:
   return chars
 
 
+def _bpe(symbols: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
+  """CLIP's byte-pair encoding of one word: merge the lowest-ranked adjacent pair (every occurrence) until none is left."""
+  while len(symbols) > 1:
+    pair = min(zip(symbols, symbols[1:]), key=lambda p: ranks.get(p, len(ranks)))
+    if pair not in ranks:
+      break
+    merged, i = [], 0
+    while i < len(symbols):
+      if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == pair:
+        merged.append(symbols[i] + symbols[i + 1])
+        i += 2
+      else:
+        merged.append(symbols[i])
+        i += 1
+    symbols = merged
+  return symbols
+
+
 def build_clip_tokenizer(words: Iterable[str], out_dir: Path, max_length: int = 77) -> None:
-  """Write a CLIP tokenizer whose vocabulary holds every byte and each of `words` as one token."""
+  """Write a CLIP tokenizer whose vocabulary holds every byte and each of `words` as one token.
+
+  BPE applies merges by rank, not per word, so one word's merges can split another ("art"'s ('a', 'r') would cut
+  "large" into l-ar-g-e). Each word therefore gets its merges after the words before it: its pieces under the merges
+  so far, joined left to right by new, higher-ranked merges, which never apply to an earlier word (at every step of
+  an earlier word's encoding a lower-ranked merge of its own is available).
+  """
   from transformers import CLIPTokenizer  # noqa: PLC0415 - only the builder needs it at import
 
-  byte_chars = list(_bytes_to_unicode().values())
+  table = _bytes_to_unicode()
   vocab: dict[str, int] = {}
-  for c in byte_chars + [c + "</w>" for c in byte_chars]:
+  for c in list(table.values()) + [c + "</w>" for c in table.values()]:
     vocab.setdefault(c, len(vocab))
-  merges: list[tuple[str, str]] = []
+  ranks: dict[tuple[str, str], int] = {}
   for word in sorted({w.lower() for w in words}):
-    symbols = [_bytes_to_unicode()[b] for b in word.encode("utf-8")]
+    symbols = [table[b] for b in word.encode("utf-8")]
     symbols[-1] += "</w>"
-    merged = symbols[0]
-    for s in symbols[1:]:
-      pair = (merged, s)
-      merged += s
-      if merged not in vocab:
-        vocab[merged] = len(vocab)
-        merges.append(pair)
+    pieces = _bpe(symbols, ranks)
+    while len(pieces) > 1:
+      ranks[(pieces[0], pieces[1])] = len(ranks)
+      vocab.setdefault(pieces[0] + pieces[1], len(vocab))
+      pieces = [pieces[0] + pieces[1], *pieces[2:]]
   vocab[BOS] = len(vocab)
   vocab[EOS] = len(vocab)
-  tok = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
+  tok = CLIPTokenizer(vocab=vocab, merges=list(ranks), model_max_length=max_length)
   out_dir = Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   tok.save_pretrained(out_dir)

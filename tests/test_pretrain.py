@@ -17,7 +17,7 @@ from muse_styledrop import weights  # noqa: E402
 from muse_styledrop.models.vq import VQConfig, VQModel  # noqa: E402
 from muse_styledrop.pretrain import pretrain  # noqa: E402
 from muse_styledrop.shapes import dataset  # noqa: E402
-from muse_styledrop.shapes.objectives import fsq_grid, select  # noqa: E402
+from muse_styledrop.shapes.objectives import fsq_grid, select, world_words  # noqa: E402
 from muse_styledrop.shapes.styles import STYLES  # noqa: E402
 from muse_styledrop.tokenizer import Tokenizer  # noqa: E402
 
@@ -178,6 +178,10 @@ def test_clip_pretraining_exports_a_model_and_tokenizer_transformers_loads(data_
   tok = Tokenizer(export / "tokenizer")
   ids = tok(["a sks thing in zorblax style", "a red star in neon glow style"])
   assert ids.shape == (2, c.max_length) and (ids[0] != ids[1]).any()
+  # every word of the world is one token (CLIP's pre-tokeniser splits digits off, so "3d" is two)
+  words = [w for w in world_words(dataset.load(data_files[0])["caption"]) if w.isalpha()]
+  eos = tok([""])[0][1]
+  assert [w for w in words if tok([w])[0][2] != eos] == []
   theirs = TorchCLIP.from_pretrained(export / "clip").eval()
   ours = weights.load_clip(export / "clip")
   with torch.no_grad():
