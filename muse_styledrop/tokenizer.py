@@ -34,7 +34,7 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 
 def _bpe(symbols: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
-  """CLIP's byte-pair encoding of one word: merge the lowest-ranked adjacent pair (every occurrence) until none is left."""
+  """CLIP's byte-pair encoding of a word: merge the lowest-ranked adjacent pair (every occurrence) while one applies."""
   while len(symbols) > 1:
     pair = min(zip(symbols, symbols[1:]), key=lambda p: ranks.get(p, len(ranks)))
     if pair not in ranks:
