@@ -8,6 +8,9 @@ r"""Why does a shapes-world base draw blobs? Two measurements of a base director
 2. Teacher forcing: the true tokens of real renders with a share of them masked, filled in by one forward pass
    (argmax), once under the true caption and once with its shape word swapped for another. A transformer that
    uses the shape word fills in the asked shape better under the true caption.
+3. Text conditioning: how far one word of a prompt (its shape, colour or style) moves the text encoder's projected
+   pooled embedding, which drives every adaptive norm of the U-ViT, and its penultimate hidden states, which the
+   U-ViT cross-attends to (relative L2 change, mean over prompts). `--text_only` measures just this, in seconds.
 Prints JSON (--out writes it too).
 """
 
@@ -28,7 +31,7 @@ from muse_styledrop.pipeline import EMBEDDED_BASE, Pipeline  # noqa: E402
 from muse_styledrop.shapes import dataset, grading  # noqa: E402
 from muse_styledrop.shapes.render import caption  # noqa: E402
 from muse_styledrop.shapes.styles import SEEN, STYLES  # noqa: E402
-from muse_styledrop.shapes.world import SHAPES  # noqa: E402
+from muse_styledrop.shapes.world import COLOURS, SHAPES  # noqa: E402
 
 SETTINGS = [  # (steps, temperature start, guidance)
   (12, 4.5, 3.0),
@@ -84,20 +87,43 @@ def teacher_forcing(pipe, grader, test: dict, count: int) -> list[dict]:
   return rows
 
 
+def text_sensitivity(pipe, count: int) -> dict:
+  """Relative change of the pooled embedding and the hidden states when one word of the prompt changes."""
+  rng = np.random.default_rng(0)
+  words = {"shape": list(SHAPES), "colour": list(COLOURS), "style": list(SEEN)}
+  prompt = lambda w: f"a large {w['colour']} {w['shape']} in the center {STYLES[w['style']]}"
+  change = {k: {"pooled": [], "hidden": []} for k in words}
+  for _ in range(count):
+    w = {k: str(rng.choice(v)) for k, v in words.items()}
+    for k, options in words.items():
+      other = dict(w, **{k: str(rng.choice([o for o in options if o != w[k]]))})
+      (h0, h1), (p0, p1) = (np.asarray(a) for a in pipe.encode_prompts([prompt(w), prompt(other)]))
+      change[k]["pooled"].append(np.linalg.norm(p0 - p1) / np.linalg.norm(p0))
+      change[k]["hidden"].append(np.linalg.norm(h0 - h1) / np.linalg.norm(h0))
+  out = {k: {part: round(float(np.mean(v)), 4) for part, v in parts.items()} for k, parts in change.items()}
+  print(json.dumps({"text_sensitivity": out}), flush=True)
+  return out
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--base", default=str(EMBEDDED_BASE))
   p.add_argument("--test", default="data/shapes_test_4k.npz", help="renders for teacher forcing (shapes.dataset)")
   p.add_argument("--count", type=int, default=64)
   p.add_argument("--out", default="")
+  p.add_argument("--text_only", action="store_true", help="only the text-conditioning measurement")
   args = p.parse_args()
   pipe = Pipeline.from_pretrained(args.base)
+  if args.text_only:
+    print(json.dumps({"base": args.base, "text_sensitivity": text_sensitivity(pipe, args.count)}, indent=1))
+    return
   grader = grading.grader_or_none("")
   test = dataset.load(Path(args.test))
   out = {
     "base": args.base,
     "sampling": sampling_sweep(pipe, grader, args.count),
     "teacher_forcing": teacher_forcing(pipe, grader, test, args.count),
+    "text_sensitivity": text_sensitivity(pipe, args.count),
   }
   if args.out:
     weights.write_json(out, Path(args.out))

@@ -16,7 +16,14 @@ by the oracle. Run again on a finished workdir, it only re-grades. Tokens:
 For k-means tokens the samples are drawn by pasting each code's mean patch.
 Also measured: masked-token loss and accuracy at several mask rates under the
 true caption and with the shape word swapped, and a neighbour-majority
-baseline for fill-in at 10% masked. Writes JSON (--out) and PNGs of samples
+baseline for fill-in at 10% masked.
+
+--shape_in_pooled=GAIN is a diagnostic of the text pathway: in this process only, the text encoder's projected
+pooled embedding (which drives every adaptive norm of the U-ViT) gets GAIN x a fixed random unit vector per shape
+word the prompt holds, so it carries the shape as strongly as GAIN says (the pooled norm is about 14). The export
+does not carry it; only this script's training and grading see it.
+
+Writes JSON (--out) and PNGs of samples
 next to it (guidance 3, and the likeliest sampler). The pictures are rendered once into data/ (~2 min).
 """
 
@@ -37,11 +44,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from configs import pretrain_uvit  # noqa: E402
 from muse_styledrop import images, pretrain, sampling, weights  # noqa: E402
+from muse_styledrop.models import clip  # noqa: E402
 from muse_styledrop.pipeline import EMBEDDED_BASE, Pipeline  # noqa: E402
 from muse_styledrop.shapes import dataset, grading, objectives  # noqa: E402
 from muse_styledrop.shapes.patch_codes import from_patches, neighbour_majority, patch_kmeans  # noqa: E402
 from muse_styledrop.shapes.render import caption  # noqa: E402
 from muse_styledrop.shapes.world import SHAPES  # noqa: E402
+from muse_styledrop.tokenizer import Tokenizer  # noqa: E402
 
 PATCH = {"kmeans4": 4, "kmeans8": 8}
 # name: (classifier-free guidance scale, confidence temperature start/end, token temperature); see
@@ -76,6 +85,32 @@ def fill_in(pipe, tokens_NHW, captions, shapes) -> list[dict]:
   return rows
 
 
+def put_shape_in_pooled(tokenizer_dir: Path, gain: float) -> None:
+  """The --shape_in_pooled diagnostic: patch CLIPModel.encode_text in this process (see the module docstring)."""
+  tok = Tokenizer(tokenizer_dir)
+  eos = int(tok([""])[0][1])
+  pieces = []  # each shape word's token ids (the shipped tokenizer cuts some words into pieces)
+  for shape in SHAPES:
+    row = [int(i) for i in tok([shape])[0][1:]]
+    pieces.append(row[: row.index(eos)])
+  table = jnp.asarray(np.random.default_rng(0).standard_normal((len(SHAPES), 128)), jnp.float32)
+  table = gain * table / jnp.linalg.norm(table, axis=1, keepdims=True)
+  encode_text = clip.CLIPModel.encode_text
+
+  def with_shape(self, ids_BT, attention_mask_BT=None):
+    out, pooled = encode_text(self, ids_BT, attention_mask_BT)
+    t = ids_BT.shape[1]
+    found = []
+    for seq in pieces:  # the word's pieces in a row anywhere in the prompt
+      hit = jnp.ones((ids_BT.shape[0], t - len(seq) + 1), bool)
+      for j, token in enumerate(seq):
+        hit &= ids_BT[:, j : t - len(seq) + 1 + j] == token
+      found.append(hit.any(1))
+    return out, pooled + (jnp.stack(found, 1).astype(pooled.dtype) @ table[:, : pooled.shape[-1]])
+
+  clip.CLIPModel.encode_text = with_shape
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--tokens", choices=("vq", *PATCH), default="vq")
@@ -85,10 +120,16 @@ def main():
   p.add_argument(
     "--set", action="append", default=[], help="config override KEY=PYTHON_VALUE, e.g. uvit.num_res_blocks=1"
   )
+  p.add_argument(
+    "--clip", default="", help="a directory with text_encoder/ and tokenizer/; default: the shipped base's"
+  )
+  p.add_argument("--shape_in_pooled", type=float, default=0.0, help="diagnostic gain (module docstring); 0 = off")
   p.add_argument("--workdir", default="")
   p.add_argument("--out", default="")
   args = p.parse_args()
 
+  if args.shape_in_pooled:
+    put_shape_in_pooled(Path(args.clip or EMBEDDED_BASE) / "tokenizer", args.shape_in_pooled)
   data = Path("data") / f"probe_{args.style}_{args.pictures}.npz"
   if not data.is_file():
     dataset.save(dataset.render(args.pictures, first_seed=20_000_000, styles=(args.style,)), data)
@@ -108,12 +149,15 @@ def main():
   else:
     centres, ids = patch_kmeans(arrays["images"][keep], PATCH[args.tokens])
     tokens[keep] = ids
-  np.save(workdir / "tokens.npy", tokens)  # the U-ViT objective's token cache: it trains on these, not the VQ's
+  # the U-ViT objective's token cache, under the VQ's fingerprint: it trains on these tokens, not the VQ's own
+  cache = {k: v for k, v in arrays.items() if k != "images"}
+  cache["encoder_fingerprint"] = np.asarray(objectives.encoder_fingerprint(EMBEDDED_BASE / "vqvae"))
+  dataset.save({**cache, "tokens": tokens}, workdir / "tokens.npz", compressed=True)
 
   config = pretrain_uvit.get_config(None)
   config.data = dict(train=str(data), select="single_large", style=args.style)
   config.vq_dir = str(EMBEDDED_BASE / "vqvae")
-  config.clip_dir = str(EMBEDDED_BASE)
+  config.clip_dir = args.clip or str(EMBEDDED_BASE)
   config.steps, config.eval_prompts = args.steps, 8
   config.optimizer.warmup_steps = min(config.optimizer.warmup_steps, args.steps // 6)
   if args.tokens == "kmeans8":
@@ -162,6 +206,8 @@ def main():
     "pictures": len(keep),
     "steps": args.steps,
     "overrides": args.set,
+    "shape_in_pooled": args.shape_in_pooled,
+    "clip": args.clip or str(EMBEDDED_BASE),
     "final_loss": summary["last"].get("loss"),
     "seconds": round(time.perf_counter() - start, 1),
     "neighbour_majority_at_10pct": neighbour_majority(tokens[keep[:256]].astype(np.int64)),
