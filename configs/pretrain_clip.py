@@ -24,10 +24,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.steps = 1000
   c.steps_per_call = 10
   c.unroll = True  # the patch embedding is a convolution: slow inside a while loop on XLA:CPU
+  c.hard_negatives = 0  # g > 0: batches of whole shape groups of g pictures (a file made with dataset --group=g)
   c.seed = 0
   c.checkpoint = dict(every_seconds=180, use_async=True)
-  if arg == "runlocal":
+  if arg == "shape_groups":  # batches of 16 groups of 8 pictures that differ only in shape: the towers must learn it
+    # python -m muse_styledrop.shapes.dataset --out=data/shapes_groups8_24k.npz --count=3000 --group=8 \
+    #   --styles=all --first_seed=2000000
+    c.name = "pretrain_clip_shape_groups"
+    c.data.train = "data/shapes_groups8_24k.npz"
+    c.hard_negatives = 8
+  elif arg == "runlocal":
     c.steps, c.steps_per_call, c.batch_size = 20, 10, 8
   elif arg:
-    raise ValueError(f"unknown variant {arg!r}; use runlocal or none")
+    raise ValueError(f"unknown variant {arg!r}; use shape_groups, runlocal or none")
   return c

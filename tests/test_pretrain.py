@@ -230,3 +230,22 @@ def test_uvit_warm_start_keeps_a_new_position_embedding_and_token_cache_follows_
   weights.save_vqvae(other, tmp_path / "other_vq")
   with pytest.raises(ValueError, match="holds tokens of another VQ encoder"):
     UVitObjective(c, tmp_path)
+
+
+def test_clip_hard_negative_batches_are_whole_shape_groups():
+  from types import SimpleNamespace
+
+  import ml_collections
+
+  from muse_styledrop.shapes.objectives import CLIPObjective
+
+  groups = np.repeat(np.arange(6), 4)[np.random.default_rng(0).permutation(24)]  # a file's groups, not in order
+  c = ml_collections.ConfigDict(dict(batch_size=8, hard_negatives=4, data=dict(train="groups.npz")))
+  objective = SimpleNamespace(c=c, groups=groups)
+  idx = CLIPObjective.pick(objective, np.random.default_rng(1), 5, 24)
+  assert idx.shape == (5, 8)
+  for part in idx.reshape(-1, 4):
+    assert len(set(groups[part].tolist())) == 1 and len(set(part.tolist())) == 4
+  c.batch_size = 6
+  with pytest.raises(ValueError, match="multiple"):
+    CLIPObjective.pick(objective, np.random.default_rng(1), 5, 24)

@@ -1,5 +1,6 @@
 """The shapes world's renderer: deterministic, every style distinct, captions agree with labels."""
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -89,3 +90,21 @@ def test_rendering_over_worker_processes_equals_rendering_in_process():
   b = dataset.render(8, first_seed=7, workers=1, chunk=4)
   for k in a:
     np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_shape_groups_differ_only_in_the_first_objects_shape():
+  from muse_styledrop.shapes import dataset
+  from muse_styledrop.shapes.render import shape_group
+
+  group = shape_group(11, 4)
+  first = group[0]
+  assert len({e.scene.objects[0].shape for e in group}) == 4
+  for e in group:
+    assert e.style == first.style
+    assert dataclasses.replace(e.scene.objects[0], shape="x") == dataclasses.replace(first.scene.objects[0], shape="x")
+    assert e.scene.objects[1:] == first.scene.objects[1:] and e.scene.background == first.scene.background
+    assert e.caption.replace(e.scene.objects[0].shape, "x") == first.caption.replace(first.scene.objects[0].shape, "x")
+  assert all(np.abs(e.image.astype(int) - first.image).mean() > 0.5 for e in group[1:])
+  arrays = dataset.render(2, first_seed=11, workers=1, group=4)
+  assert arrays["group"].tolist() == [11] * 4 + [12] * 4
+  np.testing.assert_array_equal(arrays["images"][:4], np.stack([e.image for e in group]))

@@ -312,6 +312,13 @@ class CLIPObjective(Objective):
     super().__init__(config, workdir)
     arrays = dataset.load(Path(config.data.train))
     self.images = arrays["images"]
+    if config.get("hard_negatives", 0):  # the file's shape groups (shapes.dataset --group): only the shape differs
+      if "group" not in arrays:
+        raise ValueError(
+          f"hard_negatives needs a file of shape groups; {config.data.train} has none "
+          "(render one with python -m muse_styledrop.shapes.dataset --group=G)"
+        )
+      self.groups = np.unique(arrays["group"], return_inverse=True)[1]
     tok_dir = self.workdir / "tokenizer"
     if not (tok_dir / "vocab.json").is_file():
       build_clip_tokenizer(world_words(arrays["caption"]), tok_dir, max_length=config.max_length)
@@ -337,6 +344,22 @@ class CLIPObjective(Objective):
 
   def build(self, rngs):
     return CLIPModel(self.clip_config, rngs=rngs)
+
+  def pick(self, rng, steps, n):
+    """Random pictures; with config.hard_negatives = g, each batch is whole shape groups of g pictures that differ
+    only in shape, so that the towers must tell shapes apart (and the other groups of the batch, the rest)."""
+    g = self.c.get("hard_negatives", 0)
+    if not g:
+      return super().pick(rng, steps, n)
+    sizes = np.bincount(self.groups)
+    if self.c.batch_size % g or (sizes != g).any():
+      raise ValueError(
+        f"hard_negatives={g}: batch_size={self.c.batch_size} must be a multiple of it and every group of "
+        f"{self.c.data.train} must hold {g} pictures (they hold {sorted(set(sizes.tolist()))})"
+      )
+    order = np.argsort(self.groups, kind="stable").reshape(-1, g)  # row i: group i's pictures
+    picked = rng.integers(0, len(order), (steps, self.c.batch_size // g))
+    return order[picked].reshape(steps, self.c.batch_size)
 
   def host_batches(self, rng, steps):
     idx = self.pick(rng, steps, len(self.images))

@@ -8,7 +8,7 @@ import numpy as np
 
 from muse_styledrop.shapes.geometry import shape_sdf
 from muse_styledrop.shapes.styles import HELD_OUT, RENDERERS, SEEN, STYLES, Canvas
-from muse_styledrop.shapes.world import BACKGROUNDS, COLOURS, POSITIONS, SIZES, Scene, random_scene
+from muse_styledrop.shapes.world import BACKGROUNDS, COLOURS, POSITIONS, SHAPES, SIZES, Scene, random_scene
 
 SIZE = 64
 SUPERSAMPLE = 4
@@ -58,4 +58,24 @@ def example(seed: int, styles: tuple[str, ...] = SEEN, style_in_caption_p: float
   return Example(render(scene, style, seed), scene, style, caption(scene, style if named else None))
 
 
-__all__ = ["HELD_OUT", "SEEN", "STYLES", "Example", "caption", "example", "render"]
+def shape_group(seed: int, size: int, styles: tuple[str, ...] = SEEN) -> list[Example]:
+  """`example(seed)`'s picture redrawn with `size` different shapes for its first object: the same style, texture
+  seed, colours, places and background, so only the shape tells the pictures (and their captions) apart. CLIP's
+  hard negatives."""
+  base = example(seed, styles)
+  first = base.scene.objects[0]
+  others = [s for s in SHAPES if s != first.shape]
+  picked = np.random.default_rng([seed, 1]).choice(others, size - 1, replace=False)
+  group = [base]
+  named = base.caption.endswith(STYLES[base.style])
+  for shape in picked:
+    scene = dataclasses.replace(
+      base.scene, objects=(dataclasses.replace(first, shape=str(shape)), *base.scene.objects[1:])
+    )
+    group.append(
+      Example(render(scene, base.style, seed), scene, base.style, caption(scene, base.style if named else None))
+    )
+  return group
+
+
+__all__ = ["HELD_OUT", "SEEN", "STYLES", "Example", "caption", "example", "render", "shape_group"]
