@@ -27,7 +27,8 @@ def test_embedded_base_is_the_default_and_small():
 
 def test_embedded_base_loads_and_parity_passes_against_diffusers():
   pipe = Pipeline.from_pretrained(EMBEDDED_BASE)
-  assert pipe.transformer.config.position_embedding_grid == ()  # plain aMUSEd architecture
+  # aMUSEd's layout plus Muse's learned 2D position embedding; parity below installs it in diffusers with a hook
+  assert pipe.transformer.config.position_embedding_grid == (8, 8)
   with pytest.raises(TypeError, match="divide by 255"):  # uint8 pictures are a silent wrong answer otherwise
     pipe.encode_images(np.zeros((1, 64, 64, 3), np.uint8))
   result = subprocess.run(
