@@ -239,7 +239,7 @@ def evaluate_style(pipe, sampler, state, style: data.StyleSet, config, base: Pat
   target = config.evaluate.style or seen["style"]
   if target not in grading.STYLES_LIST:
     raise ValueError(f"config.evaluate.style={target!r} is not a shapes-world style; use one of {grading.STYLES_LIST}")
-  report, with_adapter, without = grading.style_eval(
+  report, pictures = grading.style_eval(
     pipe,
     sampler,
     state,
@@ -254,20 +254,17 @@ def evaluate_style(pipe, sampler, state, style: data.StyleSet, config, base: Pat
   weights.write_json(
     {**report, "reference": {"path": str(style.paths[0]), "oracle_reads": seen}}, workdir / "evaluation.json"
   )
-  side = with_adapter.shape[1]
+  side = pictures["adapter"].shape[1]
   reference = (images.load_image(style.paths[0], side) * 255).round().astype("uint8")
-  columns = min(8, len(with_adapter))
+  columns = min(8, len(pictures["adapter"]))
+  grades = lambda who: f"{report[who]['style_accuracy']:.0%} style, {report[who]['content_accuracy']:.0%} shape+colour"
   bands = [
     (f"reference: {style.paths[0].name}", reference[None]),
+    (f"StyleDrop adapter: {grades('adapter')} ({target})", pictures["adapter"]),
+    (f"base + style phrase: {grades('base')}", pictures["base"]),
     (
-      f"StyleDrop adapter: {report['adapter']['style_accuracy']:.0%} style, "
-      f"{report['adapter']['content_accuracy']:.0%} shape+colour ({target})",
-      with_adapter,
-    ),
-    (
-      f"base + style phrase: {report['base']['style_accuracy']:.0%} style, "
-      f"{report['base']['content_accuracy']:.0%} shape+colour",
-      without,
+      f"the world's own pictures of these prompts through the VQ (the tokens' ceiling): {grades('ceiling')}",
+      pictures["ceiling"],
     ),
   ]
   images.save_png(images.titled_bands(bands, columns), workdir / "samples.png")
@@ -398,7 +395,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   if use_adapter and config.get("evaluate") and config.evaluate.prompts:
     evaluation = evaluate_style(pipe, sampler, full_state(), style, config, base, workdir)
     if evaluation is not None:
-      summary.update(adapter=evaluation["adapter"], base=evaluation["base"], evaluated_style=evaluation["style"])
+      summary.update(
+        adapter=evaluation["adapter"],
+        base=evaluation["base"],
+        ceiling=evaluation["ceiling"],
+        evaluated_style=evaluation["style"],
+      )
   if use_adapter:
     final = nnx.state(nnx.merge(graphdef, trainable, frozen), AdapterParam)
     st, _ = weights.write_adapter(final, {**meta, "step": step}, workdir / "adapter")

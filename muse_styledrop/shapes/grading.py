@@ -85,6 +85,7 @@ def label_accuracy(pred: dict, arrays: dict) -> dict:
     "colour": round(float((pred["colour"] == arrays["colour"])[single].mean()), 4),
     "style": round(float(style_right.mean()), 4),
     "worst_style": min((v, k) for k, v in per_style.items()),
+    "per_style": per_style,
   }
 
 
@@ -238,7 +239,8 @@ def style_eval(pipe, sampler, state, grader, *, style, style_phrase, avoid, coun
   """A trained adapter against the base, on `count` new single-object prompts in one style.
 
   Adapter: StyleDrop guidance (lambda_a, lambda_b of sample_config). Base: the same prompts with the style phrase,
-  classifier-free guidance lambda_b, no adapter. Returns (report, adapter pictures, base pictures).
+  classifier-free guidance lambda_b, no adapter. Ceiling: the world's own pictures of the prompts through the VQ
+  (`tokens_ceiling`). Returns (report, {'adapter', 'base', 'ceiling'}: pictures).
   """
   from muse_styledrop import data, sampling  # noqa: PLC0415
 
@@ -265,14 +267,26 @@ def style_eval(pipe, sampler, state, grader, *, style, style_phrase, avoid, coun
   )
   pictures_adapter, pictures_base = draw(adapter), draw(base)
   styles = [style] * count
+  ceiling, pictures_ceiling = tokens_ceiling(pipe, grader, scenes, style, seed)
   report = {
     "style": style,
     "style_phrase": style_phrase,
     "adapter": grade(pictures_adapter, scenes, styles, grader),
     "base": grade(pictures_base, scenes, styles, grader),
+    "ceiling": ceiling,
     "prompts": prompts,
   }
-  return report, pictures_adapter, pictures_base
+  return report, {"adapter": pictures_adapter, "base": pictures_base, "ceiling": pictures_ceiling}
+
+
+def tokens_ceiling(pipe, grader, scenes: list[Scene], style: str, seed: int) -> tuple[dict, np.ndarray]:
+  """The scenes drawn by the world in `style`, passed through the base's VQ (encode, decode) and graded: what a
+  generator that put every token right would score on these prompts. Returns (grades, the decoded pictures)."""
+  from muse_styledrop.shapes.render import render  # noqa: PLC0415
+
+  truth = np.stack([render(scene, style, seed + i) for i, scene in enumerate(scenes)])
+  pictures = pipe.decode_tokens(pipe.encode_images(truth / 255.0))
+  return grade(pictures, scenes, [style] * len(scenes), grader), pictures
 
 
 def read_reference(grader, path) -> dict[str, str]:
