@@ -60,7 +60,7 @@ def test_main_command_runs_on_the_embedded_base_and_grades_adapter_and_base(tmp_
   summary = json.loads((tmp_path / "summary.json").read_text())
   for who in ("adapter", "base", "ceiling"):
     assert set(summary[who]) >= {"style_accuracy", "content_accuracy"} and summary[who]["count"] == 8
-  # the world's own pictures of the prompts, through the VQ: stained glass survives its tokens (96% on 240 renders)
+  # the world's own pictures of the prompts through the VQ: stained glass survives its tokens (96% in the benchmark)
   assert summary["ceiling"]["style_accuracy"] >= 0.75 and summary["ceiling"]["content_accuracy"] >= 0.5
   assert summary["evaluated_style"] == "stained_glass"
   for name in ("adapter.safetensors", "adapter.json", "samples.png", "evaluation.json"):
