@@ -3,10 +3,10 @@ r"""StyleDrop on every held-out style of the shapes world: the README's main run
   python benchmarks/held_out_styles.py --out=docs/benchmarks/held_out_styles.json [--styles neon,mosaic]
 
 Each style trains its own adapter with configs/style_one_shot.py as shipped (only the picture and the style
-phrase change) in runs/held_out/<style>, and the oracle grades 24 new prompts with the adapter and with the base
-given the style phrase alone; the tokens' ceiling is the world's own pictures of the same prompts passed through
-the base's VQ, what a generator that put every token right would score. Prints a markdown table (the one in
-docs/shapes.md) and writes the JSON.
+phrase change) in runs/held_out/<style> (a finished one there is only regraded: use a fresh --workdir to time),
+and the oracle grades 24 new prompts with the adapter and with the base given the style phrase alone; the tokens'
+ceiling is the world's own pictures of the same prompts passed through the base's VQ, what a generator that put
+every token right would score. Prints a markdown table (the one in docs/shapes.md) and writes the JSON.
 """
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ def main():
     cells = [
       f"{r[who][k]:.0%}" for who in ("adapter", "base", "ceiling") for k in ("style_accuracy", "content_accuracy")
     ]
-    print(f"| {style} | {' | '.join(cells)} | {r['wall_seconds']:.0f} |")
+    wall = f"{r['wall_seconds']:.0f}" if r["train_seconds"] else "resumed: not timed"  # a finished workdir regrades
+    print(f"| {style} | {' | '.join(cells)} | {wall} |")
   if args.out:
     weights.write_json(rows, Path(args.out))
   print(json.dumps(rows, indent=2))
