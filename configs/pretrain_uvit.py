@@ -20,6 +20,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.vq_dir = "runs/pretrain_vq/export/vqvae"
   c.clip_dir = "runs/pretrain_clip/export"
   c.init_from = ""  # a trained transformer directory (diffusers layout) to continue from; "" = a fresh init
+  c.init_fresh = ()  # with init_from: weight-name prefixes that keep their fresh init (e.g. a new VQ's embed, head)
   c.oracle = ""  # grades the base's samples: "" = the shipped oracle
   c.eval_prompts = 200
   c.uvit = dict(
@@ -79,6 +80,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optimizer.learning_rate, c.optimizer.warmup_steps = 2e-3, 1000
     c.checkpoint.every_seconds = 120
     c.max_seconds = 420  # a device command may run 10 minutes: leave room for compiling, export and grading
+  elif arg == "anchored_2px":  # on 2x2-pixel tokens (configs/pretrain_vq.py:anchored_2px_decoder): 32x32 tokens,
+    c.name = "pretrain_uvit_2px"  # a 16x16 transformer grid; the shipped base's CLIP, so the text side is the same
+    c.vq_dir = "runs/pretrain_vq_2px_decoder/export/vqvae"
+    c.clip_dir = "muse_styledrop/assets/shapes_base"
+    c.uvit.position_embedding_grid = (16, 16)
+    c.steps = 24000
+  elif arg == "anchored_2px_warm":  # anchored_2px with the shipped base's body: its codes' layers start fresh, its
+    c.name = "pretrain_uvit_2px_warm"  # 8x8 position embedding is resized to 16x16
+    c.vq_dir = "runs/pretrain_vq_2px_decoder/export/vqvae"
+    c.clip_dir = "muse_styledrop/assets/shapes_base"
+    c.uvit.position_embedding_grid = (16, 16)
+    c.init_from = "muse_styledrop/assets/shapes_base/transformer"
+    c.init_fresh = ("embed.", "mlm_layer.")
+    c.steps = 6000
   elif arg == "grid16":  # amused-256's layout: the transformer on the whole 16x16 token grid, no down/upsampling
     c.name = "pretrain_uvit_grid16"
     c.uvit.downsample = c.uvit.upsample = False
@@ -94,7 +109,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.steps, c.steps_per_call, c.batch_size, c.eval_prompts = 20, 10, 4, 8
   elif arg:
     raise ValueError(
-      f"unknown variant {arg!r}; use position, continue, anchored, anchored_long, anchored_gpu, grid16, single_large, "
-      "tokens8, runlocal or none"
+      f"unknown variant {arg!r}; use position, continue, anchored, anchored_long, anchored_gpu, anchored_2px, "
+      "anchored_2px_warm, grid16, single_large, tokens8, runlocal or none"
     )
   return c

@@ -8,6 +8,9 @@ Variant anchored: the same layout, each code anchored to the k-means code of its
 token depends on its own patch (local tokens draw shapes 2-4x as often; docs/shapes.md).
 Variant anchored_decoder: the anchored VQ's decoder trained on whole pictures from its encoder's own codes; the
 encoder and so the tokens stay the same (a U-ViT trained on them stays valid).
+Variants anchored_2px, anchored_2px_decoder: the same two stages with one stride-2 stage, 64x64 -> 32x32 tokens
+of 2x2-pixel codes, so a texture with a 4-pixel period spans two tokens and the decoder can draw it
+(docs/shapes.md, "Tokens of 2x2 pixels keep the textures").
 
 A tokenizer is a general image codec, so it sees the held-out styles too.
 """
@@ -70,8 +73,25 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.vq.latent_channels = c.vq.vq_embed_dim = 48
     c.crop, c.batch_size, c.steps = 64, 16, 1000  # whole pictures: the GroupNorm statistics the tokens are drawn with
     c.optimizer.learning_rate, c.optimizer.warmup_steps = 1e-3, 50
+  elif arg == "anchored_2px":  # 2x2-pixel codes (2x2x3 = 12 values): one stride-2 stage, 32x32 tokens
+    c.name = "pretrain_vq_2px"
+    c.quantizer = "patch_kmeans"
+    c.vq.block_out_channels = (32, 64)
+    c.vq.latent_channels = c.vq.vq_embed_dim = 12
+    c.commitment = 10.0
+  elif arg == "anchored_2px_decoder":  # anchored_2px's decoder on whole pictures; its tokens unchanged
+    c.name = "pretrain_vq_2px_decoder"
+    c.init_from = "runs/pretrain_vq_2px/export/vqvae"
+    c.train = "decoder"
+    c.vq.block_out_channels = (32, 64)
+    c.vq.latent_channels = c.vq.vq_embed_dim = 12
+    c.crop, c.batch_size, c.steps = 64, 16, 1000
+    c.optimizer.learning_rate, c.optimizer.warmup_steps = 1e-3, 50
   elif arg == "runlocal":
     c.steps, c.steps_per_call, c.batch_size = 20, 10, 4
   elif arg:
-    raise ValueError(f"unknown variant {arg!r}; use tokens8, anchored, anchored_decoder, runlocal or none")
+    raise ValueError(
+      f"unknown variant {arg!r}; use tokens8, anchored, anchored_decoder, anchored_2px, anchored_2px_decoder, "
+      "runlocal or none"
+    )
   return c

@@ -232,6 +232,46 @@ def test_uvit_warm_start_keeps_a_new_position_embedding_and_token_cache_follows_
     UVitObjective(c, tmp_path)
 
 
+def test_uvit_warm_start_onto_another_vq_keeps_the_body_and_resizes_the_position_embedding(tmp_path):
+  """configs/pretrain_uvit.py:anchored_2px_warm: the shipped body on a 16x16 grid, new token embedding and head."""
+  import dataclasses
+
+  from configs import pretrain_uvit
+  from muse_styledrop.models.uvit import UVit2DModel
+  from muse_styledrop.pipeline import EMBEDDED_BASE
+  from muse_styledrop.shapes.objectives import warm_start
+
+  c = pretrain_uvit.get_config("anchored_2px_warm")
+  source = Path(c.init_from)
+  tensors = weights.read_tensors(weights.weight_files(source, "diffusion_pytorch_model"))
+  shipped = {k: np.asarray(v, np.float32) for k, (v, _) in tensors.items()}
+  config = weights.uvit_config(weights.read_json(source / "config.json"), source)
+  config = dataclasses.replace(config, position_embedding_grid=(16, 16), sample_size=32)
+  fresh = weights.state_dict(UVit2DModel(config, rngs=nnx.Rngs(3)))
+  model = UVit2DModel(config, rngs=nnx.Rngs(3))
+  warm_start(model, source, fresh=tuple(c.init_fresh))
+  ours = weights.state_dict(model)
+  assert source.resolve() == (EMBEDDED_BASE / "transformer").resolve() and set(ours) == set(shipped)
+  for k, v in ours.items():
+    if k.startswith(("embed.", "mlm_layer.")):  # the new codes' layers keep their init
+      np.testing.assert_array_equal(np.asarray(v), np.asarray(fresh[k]), err_msg=k)
+      assert not np.array_equal(np.asarray(v), shipped[k]), k
+    elif k != "position_embedding":
+      np.testing.assert_array_equal(np.asarray(v), shipped[k], err_msg=k)
+  old = shipped["position_embedding"].reshape(8, 8, -1)
+  new = np.asarray(ours["position_embedding"]).reshape(16, 16, -1)
+  np.testing.assert_allclose(new.mean((0, 1)), old.mean((0, 1)), atol=1e-5)  # bilinear 2x keeps the mean
+  blocks = new.reshape(8, 2, 8, 2, -1).mean((1, 3))  # each 2x2 block follows the cell it came from
+  assert np.corrcoef(blocks.ravel(), old.ravel())[0, 1] > 0.95
+
+  bad = {k: v for k, v in shipped.items()}
+  bad["position_embedding"] = np.zeros((60, 128), np.float32)
+  (tmp_path / "t").mkdir()
+  weights.write_safetensors(bad, tmp_path / "t" / "diffusion_pytorch_model.safetensors")
+  with pytest.raises(ValueError, match="60 rows is not a square grid"):
+    warm_start(UVit2DModel(config, rngs=nnx.Rngs(3)), tmp_path / "t")
+
+
 def test_clip_hard_negative_batches_are_whole_shape_groups():
   from types import SimpleNamespace
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import re
 import shutil
 from pathlib import Path
@@ -429,6 +430,27 @@ def select(arrays: dict, which: str, style: str = "") -> np.ndarray:
   return np.flatnonzero(keep)
 
 
+def warm_start(model: UVit2DModel, source: Path, fresh: tuple[str, ...] = ()) -> None:
+  """Fill `model` from a trained transformer directory. Weights whose names start with a prefix in `fresh` keep
+  their init (the token embedding and the logit layer of a model on another VQ's codes); a position embedding the
+  source lacks keeps its init, and one on another grid is resized bilinearly (a body trained on an 8x8 grid
+  warm-starts one on a 16x16 grid)."""
+  tensors = weights.read_tensors(weights.weight_files(source, weights.DIFFUSERS_WEIGHTS))
+  tensors = {k: v for k, v in tensors.items() if not k.startswith(fresh)} if fresh else tensors
+  grid = model.config.position_embedding_grid
+  if grid and "position_embedding" in tensors:
+    value, path = tensors["position_embedding"]
+    side = math.isqrt(value.shape[0])
+    if side * side != value.shape[0]:
+      raise ValueError(f"{path}: position_embedding of {value.shape[0]} rows is not a square grid; cannot resize it")
+    if (side, side) != tuple(grid):
+      square = jnp.asarray(value, jnp.float32).reshape(side, side, -1)
+      value = jax.image.resize(square, (*grid, square.shape[-1]), "bilinear").reshape(grid[0] * grid[1], -1)
+      tensors["position_embedding"] = (value, path)
+  keep = tuple(k for k in weights.state_dict(model) if fresh and k.startswith(fresh)) + ("position_embedding",)
+  weights.load_params(model, tensors, str(source), keep_missing=keep)
+
+
 class UVitObjective(Objective):
   def __init__(self, config, workdir):
     super().__init__(config, workdir)
@@ -489,10 +511,8 @@ class UVitObjective(Objective):
 
   def build(self, rngs):
     model = UVit2DModel(self.uvit_config, rngs=rngs)
-    if self.c.get("init_from"):  # continue from a trained transformer (a new position embedding keeps its init)
-      source = Path(self.c.init_from)
-      files = weights.weight_files(source, weights.DIFFUSERS_WEIGHTS)
-      weights.load_params(model, weights.read_tensors(files), str(source), keep_missing=("position_embedding",))
+    if self.c.get("init_from"):
+      warm_start(model, Path(self.c.init_from), fresh=tuple(self.c.get("init_fresh", ())))
     return model
 
   def frozen_state(self):
