@@ -442,7 +442,10 @@ def warm_start(model: UVit2DModel, source: Path, fresh: tuple[str, ...] = ()) ->
     value, path = tensors["position_embedding"]
     side = math.isqrt(value.shape[0])
     if side * side != value.shape[0]:
-      raise ValueError(f"{path}: position_embedding of {value.shape[0]} rows is not a square grid; cannot resize it")
+      raise ValueError(
+        f"{path}: position_embedding of {value.shape[0]} rows is not a square grid, so it cannot be resized; "
+        "warm-start from a transformer with a square position_embedding_grid"
+      )
     if (side, side) != tuple(grid):
       square = jnp.asarray(value, jnp.float32).reshape(side, side, -1)
       value = jax.image.resize(square, (*grid, square.shape[-1]), "bilinear").reshape(grid[0] * grid[1], -1)
