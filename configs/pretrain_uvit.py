@@ -80,20 +80,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optimizer.learning_rate, c.optimizer.warmup_steps = 2e-3, 1000
     c.checkpoint.every_seconds = 120
     c.max_seconds = 420  # a device command may run 10 minutes: leave room for compiling, export and grading
-  elif arg == "anchored_2px":  # on 2x2-pixel tokens (configs/pretrain_vq.py:anchored_2px_decoder): 32x32 tokens,
-    c.name = "pretrain_uvit_2px"  # a 16x16 transformer grid; the shipped base's CLIP, so the text side is the same
+  elif arg in ("anchored_2px", "anchored_2px_warm"):  # 2x2-pixel tokens (pretrain_vq.py:anchored_2px_decoder):
+    c.name = "pretrain_uvit_2px"  # 32x32 tokens, a 16x16 transformer grid; the shipped base's CLIP (same text side)
     c.vq_dir = "runs/pretrain_vq_2px_decoder/export/vqvae"
     c.clip_dir = "muse_styledrop/assets/shapes_base"
     c.uvit.position_embedding_grid = (16, 16)
     c.steps = 24000
-  elif arg == "anchored_2px_warm":  # anchored_2px with the shipped base's body: its codes' layers start fresh, its
-    c.name = "pretrain_uvit_2px_warm"  # 8x8 position embedding is resized to 16x16
-    c.vq_dir = "runs/pretrain_vq_2px_decoder/export/vqvae"
-    c.clip_dir = "muse_styledrop/assets/shapes_base"
-    c.uvit.position_embedding_grid = (16, 16)
-    c.init_from = "muse_styledrop/assets/shapes_base/transformer"
-    c.init_fresh = ("embed.", "mlm_layer.")
-    c.steps = 6000
+    if arg == "anchored_2px_warm":  # the shipped base's body: its codes' layers start fresh, its 8x8 position
+      c.name = "pretrain_uvit_2px_warm"  # embedding is resized to 16x16
+      c.init_from = "muse_styledrop/assets/shapes_base/transformer"
+      c.init_fresh = ("embed.", "mlm_layer.")
+      c.steps = 6000
   elif arg == "grid16":  # amused-256's layout: the transformer on the whole 16x16 token grid, no down/upsampling
     c.name = "pretrain_uvit_grid16"
     c.uvit.downsample = c.uvit.upsample = False

@@ -135,7 +135,8 @@ def load_params(
 ) -> None:
   """Fill every parameter of `module` from a state dict; any mismatch is an error naming file and key.
 
-  Weights named in `keep_missing` may be absent from the state dict: they keep their present values (a warm
+  Weights whose names start with a prefix in `keep_missing` may be absent from the state dict: they keep their
+  present values (a warm
   start into a model with an addition the source lacks, such as a position embedding)."""
   flat = nnx.to_flat_state(base_params(module))
   expected = {}
@@ -143,7 +144,7 @@ def load_params(
     expected[torch_key(path)] = (path, var)
   for key, (path, var) in expected.items():
     if key not in tensors:
-      if key in keep_missing:
+      if key.startswith(keep_missing):
         continue
       raise WeightsError(
         f"{what}: weight {key!r} is missing from the checkpoint; the files do not match the "

@@ -264,8 +264,7 @@ def test_uvit_warm_start_onto_another_vq_keeps_the_body_and_resizes_the_position
   blocks = new.reshape(8, 2, 8, 2, -1).mean((1, 3))  # each 2x2 block follows the cell it came from
   assert np.corrcoef(blocks.ravel(), old.ravel())[0, 1] > 0.95
 
-  bad = {k: v for k, v in shipped.items()}
-  bad["position_embedding"] = np.zeros((60, 128), np.float32)
+  bad = {**shipped, "position_embedding": np.zeros((60, 128), np.float32)}
   (tmp_path / "t").mkdir()
   weights.write_safetensors(bad, tmp_path / "t" / "diffusion_pytorch_model.safetensors")
   with pytest.raises(ValueError, match="60 rows is not a square grid"):

@@ -436,7 +436,7 @@ def warm_start(model: UVit2DModel, source: Path, fresh: tuple[str, ...] = ()) ->
   source lacks keeps its init, and one on another grid is resized bilinearly (a body trained on an 8x8 grid
   warm-starts one on a 16x16 grid)."""
   tensors = weights.read_tensors(weights.weight_files(source, weights.DIFFUSERS_WEIGHTS))
-  tensors = {k: v for k, v in tensors.items() if not k.startswith(fresh)} if fresh else tensors
+  tensors = {k: v for k, v in tensors.items() if not k.startswith(fresh)}
   grid = model.config.position_embedding_grid
   if grid and "position_embedding" in tensors:
     value, path = tensors["position_embedding"]
@@ -450,8 +450,7 @@ def warm_start(model: UVit2DModel, source: Path, fresh: tuple[str, ...] = ()) ->
       square = jnp.asarray(value, jnp.float32).reshape(side, side, -1)
       value = jax.image.resize(square, (*grid, square.shape[-1]), "bilinear").reshape(grid[0] * grid[1], -1)
       tensors["position_embedding"] = (value, path)
-  keep = tuple(k for k in weights.state_dict(model) if fresh and k.startswith(fresh)) + ("position_embedding",)
-  weights.load_params(model, tensors, str(source), keep_missing=keep)
+  weights.load_params(model, tensors, str(source), keep_missing=(*fresh, "position_embedding"))
 
 
 class UVitObjective(Objective):
