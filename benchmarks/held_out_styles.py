@@ -1,7 +1,9 @@
 r"""StyleDrop on every held-out style of the shapes world: the README's main run, once per shipped reference picture.
 
-  python benchmarks/held_out_styles.py --out=docs/benchmarks/held_out_styles.json [--styles neon,mosaic]
-  python benchmarks/held_out_styles.py --base_model=runs/X/export/shapes_base --set steps=500 --set sample.every=0
+  python benchmarks/held_out_styles.py --config=configs/style_one_shot.py \
+    --out=docs/benchmarks/held_out_styles.json [--styles=neon,mosaic]
+  python benchmarks/held_out_styles.py --config=configs/style_one_shot.py \
+    --config.base_model=runs/X/export/shapes_base --config.steps=500   # a candidate base and recipe
 
 Each style trains its own adapter with configs/style_one_shot.py as shipped (only the picture and the style
 phrase change) in runs/held_out/<style> (a finished one there is only regraded: use a fresh --workdir to time),
@@ -12,59 +14,34 @@ every token right would score. Prints a markdown table (the one in docs/shapes.m
 
 from __future__ import annotations
 
-import argparse
-import ast
 import json
 import sys
 import time
 from pathlib import Path
 
-import ml_collections
+from absl import flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # configs/ is a folder, not a package
 
 from configs import style_one_shot  # noqa: E402
-from muse_styledrop import shapes, weights  # noqa: E402
+from muse_styledrop import cli, shapes, weights  # noqa: E402
 from muse_styledrop.train import train_and_evaluate  # noqa: E402
 
+flags.DEFINE_list("styles", list(shapes.HELD_OUT), "Held-out styles to run, comma-separated.")
+flags.DEFINE_string("out", "", "Write the rows as JSON here too.")
 
-def main():
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--styles", default=",".join(shapes.HELD_OUT))
-  p.add_argument("--workdir", default="runs/held_out")
-  p.add_argument("--out", default="")
-  p.add_argument("--base_model", default="", help="a shapes-world base directory; '' = the embedded base")
-  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override, e.g. steps=500")
-  args = p.parse_args()
-  overrides = {}
-  for item in args.set:
-    key, sep, value = item.partition("=")
-    if not sep:
-      p.error(f"--set {item!r} is not KEY=VALUE; e.g. --set optimizer.learning_rate=3e-3")
-    try:
-      overrides[key] = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      overrides[key] = value  # a bare string
+
+def main(argv):
+  del argv
+  args = flags.FLAGS
   rows = {}
-  for style in args.styles.split(","):
-    config = style_one_shot.get_config()
+  for style in args.styles:
+    config = args.config.copy_and_resolve_references()
     config.style_images = str(style_one_shot.SHIPPED_STYLE / f"{style}.png")
     config.style_descriptor = shapes.STYLES[style]
     config.evaluate.style = style
-    config.base_model = args.base_model
-    for key, value in overrides.items():
-      *parents, leaf = key.split(".")
-      node = config
-      for name in parents:
-        node = node.get(name) if isinstance(node, ml_collections.ConfigDict) else None
-      if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
-        p.error(f"--set {key}: no such field in configs/style_one_shot.py; dotted names, e.g. optimizer.learning_rate")
-      try:
-        node[leaf] = value
-      except TypeError as e:
-        p.error(f"--set {key}={value!r}: {e}")
     start = time.perf_counter()
-    summary = train_and_evaluate(config, Path(args.workdir) / style)
+    summary = train_and_evaluate(config, Path(args.workdir or "runs/held_out") / style)
     rows[style] = {
       "adapter": summary["adapter"],
       "base": summary["base"],
@@ -89,4 +66,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  cli.run_config_main(main, "configs/style_one_shot.py (the README's run); --config.KEY=VALUE overrides it.")
