@@ -136,8 +136,7 @@ def load_params(
   """Fill every parameter of `module` from a state dict; any mismatch is an error naming file and key.
 
   Weights whose names start with a prefix in `keep_missing` may be absent from the state dict: they keep their
-  present values (a warm
-  start into a model with an addition the source lacks, such as a position embedding)."""
+  present values (a warm start into a model with an addition the source lacks, such as a position embedding)."""
   flat = nnx.to_flat_state(base_params(module))
   expected = {}
   for path, var in flat:
