@@ -5,11 +5,12 @@ r"""StyleDrop on every held-out style of the shapes world: the README's main run
   python benchmarks/held_out_styles.py --config=configs/style_one_shot.py \
     --config.base_model=runs/X/export/shapes_base --config.steps=500   # a candidate base and recipe
 
-Each style trains its own adapter with the given config and overrides (the picture, the style phrase and the
-graded style are the style's) in runs/held_out/<style> (a finished one there is only regraded: use a fresh
---workdir to time), and the oracle grades 24 new prompts with the adapter and with the base given the style phrase alone; the tokens'
-ceiling is the world's own pictures of the same prompts passed through the base's VQ, what a generator that put
-every token right would score. Prints a markdown table (the one in docs/shapes.md) and writes the JSON.
+Each style trains its own adapter with the given config and overrides (the picture, the style phrase and
+the graded style are the style's) in runs/held_out/<style> (a finished one there is only regraded: use a
+fresh --workdir to time), and the oracle grades 24 new prompts with the adapter and with the base given the
+style phrase alone; the tokens' ceiling is the world's own pictures of the same prompts passed through the
+base's VQ, what a generator that put every token right would score. Prints a markdown table (the one in
+docs/shapes.md) and writes the JSON.
 """
 
 from __future__ import annotations
