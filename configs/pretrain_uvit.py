@@ -80,7 +80,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optimizer.learning_rate, c.optimizer.warmup_steps = 2e-3, 1000
     c.checkpoint.every_seconds = 120
     c.max_seconds = 420  # a device command may run 10 minutes: leave room for compiling, export and grading
-  elif arg in ("anchored_2px", "anchored_2px_warm"):  # 2x2-pixel tokens (pretrain_vq.py:anchored_2px_decoder):
+  elif arg in (
+    "anchored_2px",
+    "anchored_2px_warm",
+    "anchored_2px_gpu",
+  ):  # 2x2-pixel tokens (pretrain_vq.py:anchored_2px_decoder):
     c.name = "pretrain_uvit_2px"  # 32x32 tokens, a 16x16 transformer grid; the shipped base's CLIP (same text side)
     c.vq_dir = "runs/pretrain_vq_2px_decoder/export/vqvae"
     c.clip_dir = "muse_styledrop/assets/shapes_base"
@@ -91,6 +95,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       c.init_from = "muse_styledrop/assets/shapes_base/transformer"
       c.init_fresh = ("embed.", "mlm_layer.")
       c.steps = 6000
+    if arg == "anchored_2px_gpu":  # anchored_2px_warm's export continued on a lent GPU at batch 256
+      c.name = "pretrain_uvit_2px_gpu"  # (benchmarks/gpu_pretrain_uvit.sh fits config.steps to the minutes left)
+      c.init_from = "runs/pretrain_uvit_2px_warm/export/shapes_base/transformer"
+      c.batch_size, c.steps, c.steps_per_call = 256, 6000, 50
+      c.optimizer.learning_rate, c.optimizer.warmup_steps = 2e-3, 300
+      c.checkpoint.every_seconds = 120
+      c.max_seconds = 400
   elif arg == "grid16":  # amused-256's layout: the transformer on the whole 16x16 token grid, no down/upsampling
     c.name = "pretrain_uvit_grid16"
     c.uvit.downsample = c.uvit.upsample = False
@@ -107,6 +118,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   elif arg:
     raise ValueError(
       f"unknown variant {arg!r}; use position, continue, anchored, anchored_long, anchored_gpu, anchored_2px, "
-      "anchored_2px_warm, grid16, single_large, tokens8, runlocal or none"
+      "anchored_2px_warm, anchored_2px_gpu, grid16, single_large, tokens8, runlocal or none"
     )
   return c
