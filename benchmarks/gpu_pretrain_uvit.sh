@@ -55,15 +55,17 @@ if ! probe "$@"; then
   probe "$@" || { tail -n 30 "$OUT/log.txt"; exit 1; }
 fi
 PROBE_WALL=$((SECONDS - PROBE_START))
-# Seconds per step from the last two logged calls (compiling is in the first call). The probe's other costs
+# Seconds per step from the first two logged calls: each row is written when the call before it is read back, and
+# on a GPU that read waits for the call after it too, so the rows inside the loop are a call apart, while the last
+# row comes right after the one before it (session 12: 0.15 s for 50 steps that took 2.4 s). The probe's other costs
 # (starting, loading, compiling, export, grading) stand for the real run's, plus GRADING_EXTRA for its 200 prompts;
 # the rest of the DEADLINE is training, so the cosine schedule ends in time. config.max_seconds is the backstop.
 PLAN=$(python3 - "$PROBE" "$PROBE_WALL" "$((DEADLINE - SECONDS))" "$GRADING_EXTRA" "$OUT/probe.json" <<'EOF'
 import json, sys
 workdir, probe_wall, left, extra, out = sys.argv[1], *map(float, sys.argv[2:5]), sys.argv[5]
 rows = [json.loads(line) for line in open(f"{workdir}/metrics.jsonl")]
-call = rows[-1]["step"] - rows[-2]["step"]  # config.steps_per_call
-per_step = (rows[-1]["time"] - rows[-2]["time"]) / call
+call = rows[1]["step"] - rows[0]["step"]  # config.steps_per_call
+per_step = (rows[1]["time"] - rows[0]["time"]) / call
 loop = json.load(open(f"{workdir}/summary.json"))["train_seconds"]
 compiling = max(loop - rows[-1]["step"] * per_step, 0.0)
 other = probe_wall - loop
