@@ -11,6 +11,8 @@ loads it unchanged). Text dropout 10% for classifier-free guidance.
 
 import ml_collections
 
+TWO_PIXEL_TOKENS = ("anchored_2px", "anchored_2px_warm", "anchored_2px_gpu")
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -80,11 +82,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optimizer.learning_rate, c.optimizer.warmup_steps = 2e-3, 1000
     c.checkpoint.every_seconds = 120
     c.max_seconds = 420  # a device command may run 10 minutes: leave room for compiling, export and grading
-  elif arg in (
-    "anchored_2px",
-    "anchored_2px_warm",
-    "anchored_2px_gpu",
-  ):  # 2x2-pixel tokens (pretrain_vq.py:anchored_2px_decoder):
+  elif arg in TWO_PIXEL_TOKENS:  # 2x2-pixel tokens (pretrain_vq.py:anchored_2px_decoder):
     c.name = "pretrain_uvit_2px"  # 32x32 tokens, a 16x16 transformer grid; the shipped base's CLIP (same text side)
     c.vq_dir = "runs/pretrain_vq_2px_decoder/export/vqvae"
     c.clip_dir = "muse_styledrop/assets/shapes_base"
