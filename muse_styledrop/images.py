@@ -54,6 +54,12 @@ def save_png(image_HWC: np.ndarray, path: str | Path) -> Path:
   return path
 
 
+def grid_columns(num_prompts: int, num_images: int) -> int | None:
+  """A grid's columns for several prompts' images: a row per prompt when each has several images, else near-square
+  (None), so that 24 prompts of one image each are not one column 24 pictures tall."""
+  return num_images if num_prompts > 1 and num_images > 1 else None
+
+
 def grid(images_NHWC: np.ndarray, columns: int | None = None, pad: int = 2) -> np.ndarray:
   """Tile images into one picture with a white gutter, `columns` across (default: near-square)."""
   n, h, w, c = images_NHWC.shape

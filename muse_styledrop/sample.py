@@ -92,15 +92,9 @@ def run(
   paths = [images.save_png(p, out / f"image_{i:03d}.png") for i, p in enumerate(pictures)]
   if len(pictures) > 1:
     paths.append(
-      images.save_png(images.grid(pictures, columns=grid_columns(len(prompts), num_images)), out / "grid.png")
+      images.save_png(images.grid(pictures, columns=images.grid_columns(len(prompts), num_images)), out / "grid.png")
     )
   return paths
-
-
-def grid_columns(num_prompts: int, num_images: int) -> int | None:
-  """grid.png's columns: a row per prompt when each prompt has several images, else near-square (None), so that
-  24 prompts of one image each are not one column 24 pictures tall."""
-  return num_images if num_prompts > 1 and num_images > 1 else None
 
 
 def main(argv):

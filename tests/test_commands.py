@@ -30,14 +30,6 @@ def test_sample_writes_pngs_and_a_grid(amused_dir, tmp_path):
   assert Image.open(out / "grid.png").size == (2 + 2 * 18, 2 + 2 * 18)
 
 
-def test_sample_grid_has_a_row_per_prompt_only_when_each_has_several_images():
-  from muse_styledrop.sample import grid_columns
-
-  assert grid_columns(2, 3) == 3  # a row of three per prompt
-  assert grid_columns(24, 1) is None  # near-square, not one column
-  assert grid_columns(1, 4) is None
-
-
 def test_sample_with_a_missing_model_is_one_line_and_nonzero(tmp_path):
   result = run("muse_styledrop.sample", f"--base_model={tmp_path / 'nowhere'}", f"--out={tmp_path / 'o'}")
   assert result.returncode == 2

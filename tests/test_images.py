@@ -23,3 +23,9 @@ def test_titled_bands_put_a_written_title_above_each_upscaled_grid():
   first_title, second_title = out[:18], out[18 + band : 18 + band + 18]
   assert (first_title < 128).any() and (second_title < 128).any()  # text was drawn in each strip
   assert (out[18 + 4 : 18 + 20, 4:20] == 0).all()  # the reference picture, scaled 2x, under its title
+
+
+def test_sample_grid_has_a_row_per_prompt_only_when_each_has_several_images():
+  assert images.grid_columns(2, 3) == 3  # a row of three per prompt
+  assert images.grid_columns(24, 1) is None  # near-square, not one column
+  assert images.grid_columns(1, 4) is None
