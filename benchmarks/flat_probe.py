@@ -4,12 +4,12 @@ r"""The simplest shapes-world task for the U-ViT, in minutes: can it learn to dr
 
 One style, one medium or large object per picture: in the flat style such a
 picture is a deterministic function of its caption (same caption, same
-pixels). The shipped base's U-ViT recipe (`configs/pretrain_uvit.py`, the
-shipped base's text encoder) trains on these pictures' tokens for --steps
+pixels). The 4x4 base's U-ViT recipe (`configs/pretrain_uvit.py`, the
+base's text encoder) trains on these pictures' tokens for --steps
 steps, then draws 100 new prompts of the style under three samplers (SAMPLERS), graded
 by the oracle. Run again on a finished workdir, it only re-grades. Tokens:
 
-  vq       the shipped base's VQ (16x16 tokens); its decoder draws the samples
+  vq       the 4x4-pixel-token base's VQ (16x16 tokens; candidates/shapes_base_4px); its decoder draws the samples
   kmeans4  k-means of 4x4-pixel patches (16x16 tokens, 512 codes): every token is local to its patch
   kmeans8  k-means of 8x8-pixel patches (8x8 tokens, 512 codes; the transformer on the 8x8 grid, no down/upsampling)
 
@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from configs import pretrain_uvit  # noqa: E402
 from muse_styledrop import images, pretrain, sampling, weights  # noqa: E402
 from muse_styledrop.models import clip  # noqa: E402
-from muse_styledrop.pipeline import EMBEDDED_BASE, Pipeline  # noqa: E402
+from muse_styledrop.pipeline import Pipeline  # noqa: E402
 from muse_styledrop.shapes import dataset, grading, objectives  # noqa: E402
 from muse_styledrop.shapes.patch_codes import from_patches, neighbour_majority, patch_kmeans  # noqa: E402
 from muse_styledrop.shapes.render import caption  # noqa: E402
@@ -53,6 +53,8 @@ from muse_styledrop.shapes.world import SHAPES  # noqa: E402
 from muse_styledrop.tokenizer import Tokenizer  # noqa: E402
 
 PATCH = {"kmeans4": 4, "kmeans8": 8}
+# The 4x4-pixel-token base (shipped until session 13): its VQ and text encoder, as every measurement of this probe
+BASE_4PX = Path(__file__).resolve().parents[1] / "candidates" / "shapes_base_4px"
 # name: (classifier-free guidance scale, confidence temperature start/end, token temperature); see
 # grading.BASE_SAMPLERS.
 SAMPLERS = {
@@ -120,16 +122,14 @@ def main():
   p.add_argument(
     "--set", action="append", default=[], help="config override KEY=PYTHON_VALUE, e.g. uvit.num_res_blocks=1"
   )
-  p.add_argument(
-    "--clip", default="", help="a directory with text_encoder/ and tokenizer/; default: the shipped base's"
-  )
+  p.add_argument("--clip", default="", help="a directory with text_encoder/ and tokenizer/; default: the 4x4 base's")
   p.add_argument("--shape_in_pooled", type=float, default=0.0, help="diagnostic gain (module docstring); 0 = off")
   p.add_argument("--workdir", default="")
   p.add_argument("--out", default="")
   args = p.parse_args()
 
   if args.shape_in_pooled:
-    put_shape_in_pooled(Path(args.clip or EMBEDDED_BASE) / "tokenizer", args.shape_in_pooled)
+    put_shape_in_pooled(Path(args.clip or BASE_4PX) / "tokenizer", args.shape_in_pooled)
   data = Path("data") / f"probe_{args.style}_{args.pictures}.npz"
   if not data.is_file():
     dataset.save(dataset.render(args.pictures, first_seed=20_000_000, styles=(args.style,)), data)
@@ -142,7 +142,7 @@ def main():
   tokens = np.zeros((len(arrays["images"]), *grid), np.int16)
   centres = None
   if args.tokens == "vq":
-    base = Pipeline.from_pretrained(EMBEDDED_BASE)  # only its VQ; k-means tokens need no model
+    base = Pipeline.from_pretrained(BASE_4PX)  # only its VQ; k-means tokens need no model
     tokens[keep] = np.concatenate(
       [np.asarray(base.encode_images(arrays["images"][keep[i : i + 256]] / 255.0)) for i in range(0, len(keep), 256)]
     )
@@ -151,13 +151,13 @@ def main():
     tokens[keep] = ids
   # the U-ViT objective's token cache, under the VQ's fingerprint: it trains on these tokens, not the VQ's own
   cache = {k: v for k, v in arrays.items() if k != "images"}
-  cache["encoder_fingerprint"] = np.asarray(objectives.encoder_fingerprint(EMBEDDED_BASE / "vqvae"))
+  cache["encoder_fingerprint"] = np.asarray(objectives.encoder_fingerprint(BASE_4PX / "vqvae"))
   dataset.save({**cache, "tokens": tokens}, workdir / "tokens.npz", compressed=True)
 
   config = pretrain_uvit.get_config(None)
   config.data = dict(train=str(data), select="single_large", style=args.style)
-  config.vq_dir = str(EMBEDDED_BASE / "vqvae")
-  config.clip_dir = args.clip or str(EMBEDDED_BASE)
+  config.vq_dir = str(BASE_4PX / "vqvae")
+  config.clip_dir = args.clip or str(BASE_4PX)
   config.steps, config.eval_prompts = args.steps, 8
   config.optimizer.warmup_steps = min(config.optimizer.warmup_steps, args.steps // 6)
   if args.tokens == "kmeans8":
@@ -207,7 +207,7 @@ def main():
     "steps": args.steps,
     "overrides": args.set,
     "shape_in_pooled": args.shape_in_pooled,
-    "clip": args.clip or str(EMBEDDED_BASE),
+    "clip": args.clip or str(BASE_4PX),
     "final_loss": summary["last"].get("loss"),
     "seconds": round(time.perf_counter() - start, 1),
     "neighbour_majority_at_10pct": neighbour_majority(tokens[keep[:256]].astype(np.int64)),

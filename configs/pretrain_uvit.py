@@ -88,9 +88,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.clip_dir = "muse_styledrop/assets/shapes_base"
     c.uvit.position_embedding_grid = (16, 16)
     c.steps = 24000
-    if arg == "anchored_2px_warm":  # the shipped base's body: its codes' layers start fresh, its 8x8 position
-      c.name = "pretrain_uvit_2px_warm"  # embedding is resized to 16x16
-      c.init_from = "muse_styledrop/assets/shapes_base/transformer"
+    if arg == "anchored_2px_warm":  # the 4x4 base's body (shipped until session 13): its codes' layers start
+      c.name = "pretrain_uvit_2px_warm"  # fresh, its 8x8 position embedding is resized to 16x16
+      c.init_from = "candidates/shapes_base_4px/transformer"
       c.init_fresh = ("embed.", "mlm_layer.")
       c.steps = 6000
     if arg == "anchored_2px_gpu":  # anchored_2px_warm's export continued on a lent GPU at batch 256

@@ -22,6 +22,8 @@ from muse_styledrop.shapes.styles import STYLES  # noqa: E402
 from muse_styledrop.tokenizer import Tokenizer  # noqa: E402
 
 STYLE_NAMES = list(STYLES)
+# The 4x4-pixel-token base, shipped until session 13: the warm starts below are written against its 8x8 grid
+BASE_4PX = Path(__file__).resolve().parents[1] / "candidates" / "shapes_base_4px"
 
 
 @pytest.fixture(scope="module")
@@ -194,15 +196,14 @@ def test_clip_pretraining_exports_a_model_and_tokenizer_transformers_loads(data_
 
 def test_uvit_warm_start_keeps_a_new_position_embedding_and_token_cache_follows_the_encoder(data_files, tmp_path):
   from configs import pretrain_uvit
-  from muse_styledrop.pipeline import EMBEDDED_BASE
   from muse_styledrop.shapes.objectives import UVitObjective
 
   c = pretrain_uvit.get_config("position")
   c.data.train = str(data_files[0])
-  c.vq_dir, c.clip_dir = str(EMBEDDED_BASE / "vqvae"), str(EMBEDDED_BASE)
-  c.init_from = str(EMBEDDED_BASE / "transformer")
+  c.vq_dir, c.clip_dir = str(BASE_4PX / "vqvae"), str(BASE_4PX)
+  c.init_from = str(BASE_4PX / "transformer")
   model = UVitObjective(c, tmp_path).build(nnx.Rngs(0))
-  shipped = weights.read_tensors(weights.weight_files(EMBEDDED_BASE / "transformer", "diffusion_pytorch_model"))
+  shipped = weights.read_tensors(weights.weight_files(BASE_4PX / "transformer", "diffusion_pytorch_model"))
   ours = weights.state_dict(model)
   assert set(ours) == set(shipped) | {"position_embedding"}
   for k, (v, _) in shipped.items():
@@ -221,7 +222,7 @@ def test_uvit_warm_start_keeps_a_new_position_embedding_and_token_cache_follows_
   np.testing.assert_array_equal(again.ids, first.ids)
   with pytest.raises(FileNotFoundError, match="missing.npz does not exist and .*tokens.npz is not there yet"):
     UVitObjective(c, tmp_path / "fresh")
-  other = weights.load_vqvae(EMBEDDED_BASE / "vqvae", param_dtype=jnp.float16)
+  other = weights.load_vqvae(BASE_4PX / "vqvae", param_dtype=jnp.float16)
   other.decoder.conv_out.bias.set_value(other.decoder.conv_out.bias[...] + 1)  # another decoder: the same tokens
   weights.save_vqvae(other, tmp_path / "other_vq")
   c.vq_dir = str(tmp_path / "other_vq")
@@ -238,7 +239,6 @@ def test_uvit_warm_start_onto_another_vq_keeps_the_body_and_resizes_the_position
 
   from configs import pretrain_uvit
   from muse_styledrop.models.uvit import UVit2DModel
-  from muse_styledrop.pipeline import EMBEDDED_BASE
   from muse_styledrop.shapes.objectives import warm_start
 
   c = pretrain_uvit.get_config("anchored_2px_warm")
@@ -251,7 +251,7 @@ def test_uvit_warm_start_onto_another_vq_keeps_the_body_and_resizes_the_position
   model = UVit2DModel(config, rngs=nnx.Rngs(3))
   warm_start(model, source, fresh=tuple(c.init_fresh))
   ours = weights.state_dict(model)
-  assert source.resolve() == (EMBEDDED_BASE / "transformer").resolve() and set(ours) == set(shipped)
+  assert source.resolve() == (BASE_4PX / "transformer").resolve() and set(ours) == set(shipped)
   for k, v in ours.items():
     if k.startswith(("embed.", "mlm_layer.")):  # the new codes' layers keep their init
       np.testing.assert_array_equal(np.asarray(v), np.asarray(fresh[k]), err_msg=k)
