@@ -31,7 +31,13 @@ def randomize_adapters(model, seed=1):
 
 
 @pytest.mark.parametrize(
-  "config", [AdapterConfig(), AdapterConfig(hidden=8, shared=False), AdapterConfig(kind="lora", rank=4)]
+  "config",
+  [
+    AdapterConfig(),
+    AdapterConfig(hidden=8, shared=False),
+    AdapterConfig(blocks=True),
+    AdapterConfig(kind="lora", rank=4),
+  ],
 )
 def test_fresh_adapter_leaves_logits_bitwise_equal(config):
   model = UVit2DModel(TINY, rngs=nnx.Rngs(0))
@@ -41,7 +47,14 @@ def test_fresh_adapter_leaves_logits_bitwise_equal(config):
   np.testing.assert_array_equal(np.asarray(on), np.asarray(base))
 
 
-@pytest.mark.parametrize("config", [AdapterConfig(bank_size=2), AdapterConfig(kind="lora", rank=4, bank_size=2)])
+@pytest.mark.parametrize(
+  "config",
+  [
+    AdapterConfig(bank_size=2),
+    AdapterConfig(bank_size=2, blocks=True),
+    AdapterConfig(kind="lora", rank=4, bank_size=2),
+  ],
+)
 def test_each_example_gets_its_own_adapter_or_none(config):
   model = UVit2DModel(TINY, rngs=nnx.Rngs(0))
   model.attach_adapters(config, nnx.Rngs(1))
@@ -86,3 +99,17 @@ def test_adapter_weights_are_their_own_type_and_initialised_as_the_paper_says():
   assert 0.01 < wd.std() < 0.03 and np.abs(wd).max() <= 2 * 0.02 + 1e-6
   base = nnx.state(model, lambda _, v: type(v) is nnx.Param)
   assert not any("adapters" in p for p, _ in nnx.to_flat_state(base))
+
+
+def test_block_adapters_sit_on_every_block_attention_and_only_for_the_bottleneck():
+  plain = adapters.count(_with_adapters(TINY, AdapterConfig()))
+  model = _with_adapters(TINY, AdapterConfig(blocks=True))
+  blocks, dim = 2 * TINY.num_res_blocks, TINY.block_out_channels  # the down block's attentions, then the up block's
+  assert adapters.count(model) - plain == 2 * dim * 4 + blocks * (4 + dim)  # shared Wd, Wu + per-block offsets
+  base = model(*inputs())
+  generator = model.adapters.blocks
+  generator.du.set_value(generator.du[...].at[:, blocks - 1].set(0.5))  # only the up block's last adapter trained
+  moved = model(*inputs(), adapter_ids_B=jnp.zeros((3,), jnp.int32))
+  assert not np.allclose(np.asarray(moved), np.asarray(base))
+  with pytest.raises(ValueError, match="LoRA already covers the block attentions"):
+    AdapterConfig(kind="lora", blocks=True)

@@ -45,10 +45,15 @@ class AdapterConfig:
   rank: int = 16  # LoRA rank
   alpha: float = 16.0  # LoRA scale numerator
   bank_size: int = 1  # K adapters that can be selected per example
+  # Bottleneck only, our extension (the paper's Muse has no conv blocks): one more adapter on the output of each
+  # attention block of the U-ViT's down and up blocks, the ConvNeXt side of aMUSEd's transformer (docs/shapes.md).
+  blocks: bool = False
 
   def __post_init__(self):
     if self.kind not in ("bottleneck", "lora"):
       raise ValueError(f"adapter kind {self.kind!r} is unknown; use 'bottleneck' or 'lora'")
+    if self.blocks and self.kind != "bottleneck":
+      raise ValueError("adapter blocks=True is for the bottleneck adapter; LoRA already covers the block attentions")
     if min(self.hidden, self.rank, self.bank_size) < 1:
       raise ValueError("adapter hidden, rank and bank_size must be positive")
 
@@ -98,12 +103,19 @@ class BottleneckSite:
 
 
 class BottleneckAdapters(nnx.Module):
-  """The paper's adapters at both sites of every transformer layer."""
+  """The paper's adapters at both sites of every transformer layer; with `blocks`, also on `blocks` block outputs."""
 
-  def __init__(self, config: AdapterConfig, layers: int, dim: int, *, rngs: nnx.Rngs):
+  def __init__(self, config: AdapterConfig, layers: int, dim: int, *, rngs: nnx.Rngs, blocks=0, block_dim=0):
     args = (config.bank_size, layers, dim, config.hidden, config.shared)
     self.attn2 = BottleneckGenerator(*args, rngs=rngs)
     self.ff = BottleneckGenerator(*args, rngs=rngs)
+    self.blocks = nnx.data(None)
+    if blocks:
+      self.blocks = BottleneckGenerator(config.bank_size, blocks, block_dim, config.hidden, config.shared, rngs=rngs)
+
+  def block_site(self, index: int) -> BottleneckSite:
+    """The adapter on the output of attention block `index` (the down block's, then the up block's)."""
+    return BottleneckSite(*self.blocks.layer(index))
 
   def sites(self, index: int) -> dict[str, BottleneckSite]:
     return {"attn2": BottleneckSite(*self.attn2.layer(index)), "ff": BottleneckSite(*self.ff.layer(index))}

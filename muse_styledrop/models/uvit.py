@@ -236,15 +236,19 @@ class UVitBlock(nnx.Module):
     )
     self.upsample = Upsample(channels, **norm_kw, rngs=rngs, param_dtype=param_dtype) if upsample else None
 
-  def __call__(self, x_BHWC, cond_BD, text_BTD, lora=None, adapter_ids_B=None):
-    """`lora(i, j)`, when given, is the LoRA site of attention j (1 or 2) of attention block i."""
+  def __call__(self, x_BHWC, cond_BD, text_BTD, lora=None, adapter_ids_B=None, adapter=None):
+    """`lora(i, j)`, when given, is the LoRA site of attention j (1 or 2) of attention block i; `adapter(i)` the
+    bottleneck adapter on attention block i's output."""
     if self.downsample is not None:
       x_BHWC = self.downsample(x_BHWC)
     b, h, w, c = x_BHWC.shape
     for i, (res_block, attention_block) in enumerate(zip(self.res_blocks, self.attention_blocks)):
       x_BHWC = res_block(x_BHWC, cond_BD)
       sites = (lora(i, 1), lora(i, 2)) if lora is not None else (None, None)
-      x_BHWC = attention_block(x_BHWC.reshape(b, h * w, c), text_BTD, *sites, adapter_ids_B).reshape(b, h, w, c)
+      x_BLC = attention_block(x_BHWC.reshape(b, h * w, c), text_BTD, *sites, adapter_ids_B)
+      if adapter is not None:
+        x_BLC = adapter(i)(x_BLC, adapter_ids_B)
+      x_BHWC = x_BLC.reshape(b, h, w, c)
     if self.upsample is not None:
       x_BHWC = self.upsample(x_BHWC)
     return x_BHWC
@@ -387,7 +391,10 @@ class UVit2DModel(nnx.Module):
     """Add a fresh bank of adapters (AdapterParams); the model's output is unchanged until they train."""
     c = self.config
     if config.kind == "bottleneck":
-      self.adapters = BottleneckAdapters(config, c.num_hidden_layers, c.hidden_size, rngs=rngs)
+      blocks = 2 * c.num_res_blocks if config.blocks else 0
+      self.adapters = BottleneckAdapters(
+        config, c.num_hidden_layers, c.hidden_size, rngs=rngs, blocks=blocks, block_dim=c.block_out_channels
+      )
     else:
       targets = {
         f"transformer_layers.{i}.attn{j}": (c.hidden_size, c.hidden_size, c.hidden_size)
@@ -421,7 +428,11 @@ class UVit2DModel(nnx.Module):
     lora = self.adapters.site if isinstance(self.adapters, LoRAAdapters) and adapter_ids_B is not None else None
     block_lora = lambda block: None if lora is None else (lambda i, j: lora(f"{block}.attention_blocks.{i}.attn{j}"))
     layer_lora = lambda i: None if lora is None else (lambda name: lora(f"transformer_layers.{i}.{name}"))
-    x_BHWC = self.down_block(self.embed(tokens_BHW), cond_BD, text_BTD, block_lora("down_block"), adapter_ids_B)
+    on_blocks = bottleneck and self.adapters.blocks is not None
+    block_adapter = lambda first: (lambda i: self.adapters.block_site(first + i)) if on_blocks else None
+    x_BHWC = self.down_block(
+      self.embed(tokens_BHW), cond_BD, text_BTD, block_lora("down_block"), adapter_ids_B, block_adapter(0)
+    )
     b, h, w, c = x_BHWC.shape
     x_BLD = self.project_to_hidden(self.project_to_hidden_norm(x_BHWC.reshape(b, h * w, c)).astype(x_BHWC.dtype))
     if self.position_embedding is not None:
@@ -430,5 +441,8 @@ class UVit2DModel(nnx.Module):
       sites = self.adapters.sites(i) if bottleneck else None
       x_BLD = layer(x_BLD, text_BTD, cond_BD, adapter_ids_B, sites, layer_lora(i))
     x_BLD = self.project_from_hidden(self.project_from_hidden_norm(x_BLD).astype(x_BLD.dtype))
-    x_BHWC = self.up_block(x_BLD.reshape(b, h, w, c), cond_BD, text_BTD, block_lora("up_block"), adapter_ids_B)
+    up_adapter = block_adapter(self.config.num_res_blocks)
+    x_BHWC = self.up_block(
+      x_BLD.reshape(b, h, w, c), cond_BD, text_BTD, block_lora("up_block"), adapter_ids_B, up_adapter
+    )
     return self.mlm_layer(x_BHWC)
