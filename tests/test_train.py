@@ -263,7 +263,7 @@ def test_unknown_config_key_is_one_line_and_nonzero(tmp_path):
 
 def test_lora_adapter_trains_and_exports_only_lora_weights(amused_dir, style_image, tmp_path):
   c = config_for(amused_dir, style_image, steps=5, steps_per_call=5)
-  c.adapter.kind = "lora"
+  c.adapter.kind, c.adapter.blocks = "lora", False
   c.adapter.rank = 2
   train.train_and_evaluate(c, tmp_path)
   tensors, meta = weights.read_adapter(tmp_path)

@@ -53,7 +53,10 @@ class AdapterConfig:
     if self.kind not in ("bottleneck", "lora"):
       raise ValueError(f"adapter kind {self.kind!r} is unknown; use 'bottleneck' or 'lora'")
     if self.blocks and self.kind != "bottleneck":
-      raise ValueError("adapter blocks=True is for the bottleneck adapter; LoRA already covers the block attentions")
+      raise ValueError(
+        "adapter blocks=True is for the bottleneck adapter; with kind='lora' set blocks=False "
+        "(LoRA already covers the block attentions)"
+      )
     if min(self.hidden, self.rank, self.bank_size) < 1:
       raise ValueError("adapter hidden, rank and bank_size must be positive")
 
