@@ -35,11 +35,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.style_descriptor = REFERENCE["style"]
   c.trainable = "adapter"  # 'adapter' (StyleDrop) or 'all' (pretraining / full fine-tune)
   # blocks=True: also on the U-ViT's block attentions (our extension, on by default for the embedded base: with
-  # lambda_a 0.75 and token temperature 0.3 it grades better on five of the six held-out styles than the paper's
-  # sites alone; docs/shapes.md "Session 14"). A real aMUSEd run that wants the paper's exact sites sets it False.
+  # lambda_a 0.75 and token temperature 0.3 the six held-out styles' mean style is 49% against the paper's sites'
+  # 40%, content 66% both; docs/shapes.md "Session 14"). `:paper` (and LoRA) set it False.
   c.adapter = dict(kind="bottleneck", hidden=4, shared=True, rank=16, alpha=16.0, bank_size=1, blocks=True)
   # The paper's Adam 3e-5 for 1000 steps is for a 3B-parameter Muse (and aMUSEd: the `paper` variant). The embedded
-  # base is 4M parameters with an adapter of 3.6K: 3e-3 for 600 steps learns its style within the README's 5
+  # base is 4M parameters with an adapter of 5.4K: 3e-3 for 600 steps learns its style within the README's 5
   # minutes on 32x32 tokens, and grades better than 1000 steps (less of the reference's content); docs/shapes.md.
   c.optimizer = dict(learning_rate=3e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, grad_clip=1.0, warmup_steps=0)
   c.batch_size = 8

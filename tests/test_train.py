@@ -27,6 +27,15 @@ def load_config(variant="runlocal"):
   return module.get_config(variant)
 
 
+def test_paper_variant_keeps_the_papers_sites_and_guidance_and_the_adapter_config_builds():
+  """The embedded base's default adds block adapters (our extension); `:paper` is the paper's recipe."""
+  paper, default = load_config("paper"), load_config(None)
+  assert not paper.adapter.blocks and paper.sample.lambda_a == 1.0 and paper.sample.lambda_b == 5.0
+  assert (paper.optimizer.learning_rate, paper.steps, paper.sample.token_temperature) == (3e-5, 1000, 1.0)
+  assert default.adapter.blocks and train.adapter_config(default).blocks
+  assert not train.adapter_config(paper).blocks
+
+
 @pytest.fixture(scope="module")
 def style_image(tmp_path_factory):
   path = tmp_path_factory.mktemp("style") / "stripes.png"
