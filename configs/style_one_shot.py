@@ -37,7 +37,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # blocks=True: also on the U-ViT's block attentions (our extension, on by default for the embedded base: with
   # lambda_a 0.75 and token temperature 0.3 the six held-out styles' mean style is 49% against the paper's sites'
   # 40%, content 66% both; docs/shapes.md "Session 14"). `:paper` (and LoRA) set it False.
-  c.adapter = dict(kind="bottleneck", hidden=4, shared=True, rank=16, alpha=16.0, bank_size=1, blocks=True)
+  c.adapter = dict(kind="bottleneck", hidden=4, shared=True, rank=16, alpha=16.0, bank_size=1, blocks=True, head=False)
   # The paper's Adam 3e-5 for 1000 steps is for a 3B-parameter Muse (and aMUSEd: the `paper` variant). The embedded
   # base is 4M parameters with an adapter of 5.4K: 3e-3 for 600 steps learns its style within the README's 5
   # minutes on 32x32 tokens, and grades better than 1000 steps (less of the reference's content); docs/shapes.md.

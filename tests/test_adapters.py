@@ -35,7 +35,7 @@ def randomize_adapters(model, seed=1):
   [
     AdapterConfig(),
     AdapterConfig(hidden=8, shared=False),
-    AdapterConfig(blocks=True),
+    AdapterConfig(blocks=True, head=True),
     AdapterConfig(kind="lora", rank=4),
   ],
 )
@@ -51,7 +51,7 @@ def test_fresh_adapter_leaves_logits_bitwise_equal(config):
   "config",
   [
     AdapterConfig(bank_size=2),
-    AdapterConfig(bank_size=2, blocks=True),
+    AdapterConfig(bank_size=2, blocks=True, head=True),
     AdapterConfig(kind="lora", rank=4, bank_size=2),
   ],
 )
@@ -113,3 +113,28 @@ def test_block_adapters_sit_on_every_block_attention_and_only_for_the_bottleneck
   assert not np.allclose(np.asarray(moved), np.asarray(base))
   with pytest.raises(ValueError, match="with kind='lora' set blocks=False"):
     AdapterConfig(kind="lora", blocks=True)
+
+
+def test_the_head_adapter_sits_on_the_head_input_once_and_only_for_the_bottleneck():
+  plain = adapters.count(_with_adapters(TINY, AdapterConfig()))
+  model = _with_adapters(TINY, AdapterConfig(head=True))
+  assert adapters.count(model) - plain == 2 * TINY.block_out_channels * 4  # its own Wd, Wu: one site, nothing shared
+  base = model(*inputs())
+  on = model(*inputs(), adapter_ids_B=jnp.zeros((3,), jnp.int32))
+  np.testing.assert_array_equal(np.asarray(on), np.asarray(base))  # Wu starts at zero
+  model.adapters.head.wu.set_value(jnp.full_like(model.adapters.head.wu[...], 0.5))  # only the head adapter trained
+  moved = model(*inputs(), adapter_ids_B=jnp.zeros((3,), jnp.int32))
+  assert not np.allclose(np.asarray(moved), np.asarray(base))
+  # The head reads one position at a time (1x1 convs), so its adapter moves the logits the same way as adapting the
+  # head's input by hand: what sits in front of it is untouched.
+  features = []
+  head = model.mlm_layer
+  model.mlm_layer = lambda x: features.append(x) or head(x)
+  model(*inputs())
+  model.mlm_layer = head
+  site = model.adapters.head_site()
+  b, h, w, c = features[0].shape
+  by_hand = head(site(features[0].reshape(b, h * w, c), jnp.zeros((3,), jnp.int32)).reshape(b, h, w, c))
+  np.testing.assert_allclose(np.asarray(moved), np.asarray(by_hand), rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match="with kind='lora' set head=False"):
+    AdapterConfig(kind="lora", head=True)

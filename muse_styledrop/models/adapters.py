@@ -48,6 +48,9 @@ class AdapterConfig:
   # Bottleneck only, our extension (the paper's Muse has no conv blocks): one more adapter on the output of each
   # attention block of the U-ViT's down and up blocks, the ConvNeXt side of aMUSEd's transformer (docs/shapes.md).
   blocks: bool = False
+  # Bottleneck only, our extension: one more on the upsampled features that the logit head reads, one per token
+  # (on a downsampling U-ViT each 2x2 group of tokens is drawn from one transformer position; docs/shapes.md).
+  head: bool = False
 
   def __post_init__(self):
     if self.kind not in ("bottleneck", "lora"):
@@ -57,6 +60,8 @@ class AdapterConfig:
         "adapter blocks=True is for the bottleneck adapter; with kind='lora' set blocks=False "
         "(LoRA already covers the block attentions)"
       )
+    if self.head and self.kind != "bottleneck":
+      raise ValueError("adapter head=True is for the bottleneck adapter; with kind='lora' set head=False")
     if min(self.hidden, self.rank, self.bank_size) < 1:
       raise ValueError("adapter hidden, rank and bank_size must be positive")
 
@@ -106,7 +111,8 @@ class BottleneckSite:
 
 
 class BottleneckAdapters(nnx.Module):
-  """The paper's adapters at both sites of every transformer layer; with `blocks`, also on `blocks` block outputs."""
+  """The paper's adapters at both sites of every transformer layer; with `blocks`, also on `blocks` block outputs;
+  with `config.head`, also on the head's input (`block_dim` wide)."""
 
   def __init__(self, config: AdapterConfig, layers: int, dim: int, *, rngs: nnx.Rngs, blocks=0, block_dim=0):
     args = (config.bank_size, layers, dim, config.hidden, config.shared)
@@ -115,10 +121,17 @@ class BottleneckAdapters(nnx.Module):
     self.blocks = nnx.data(None)
     if blocks:
       self.blocks = BottleneckGenerator(config.bank_size, blocks, block_dim, config.hidden, config.shared, rngs=rngs)
+    self.head = nnx.data(None)
+    if config.head:  # a single site: nothing to share, so its own Wd, Wu
+      self.head = BottleneckGenerator(config.bank_size, 1, block_dim, config.hidden, False, rngs=rngs)
 
   def block_site(self, index: int) -> BottleneckSite:
     """The adapter on the output of attention block `index` (the down block's, then the up block's)."""
     return BottleneckSite(*self.blocks.layer(index))
+
+  def head_site(self) -> BottleneckSite:
+    """The adapter on the features the logit head reads."""
+    return BottleneckSite(*self.head.layer(0))
 
   def sites(self, index: int) -> dict[str, BottleneckSite]:
     return {"attn2": BottleneckSite(*self.attn2.layer(index)), "ff": BottleneckSite(*self.ff.layer(index))}

@@ -445,4 +445,7 @@ class UVit2DModel(nnx.Module):
     x_BHWC = self.up_block(
       x_BLD.reshape(b, h, w, c), cond_BD, text_BTD, block_lora("up_block"), adapter_ids_B, up_adapter
     )
+    if bottleneck and self.adapters.head is not None:
+      b, h, w, c = x_BHWC.shape
+      x_BHWC = self.adapters.head_site()(x_BHWC.reshape(b, h * w, c), adapter_ids_B).reshape(b, h, w, c)
     return self.mlm_layer(x_BHWC)
