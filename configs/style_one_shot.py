@@ -59,6 +59,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     per_prompt=1,
     negative_prompt="",
     lambda_a=0.75,  # the paper's round-1 range is 0..2; 0.75 keeps content with the block adapters (docs/shapes.md)
+    lambda_a_end=ml_collections.config_dict.placeholder(float),  # set: lambda_a goes linearly to it over the steps
     lambda_b=2.0,
     steps=12,
     # The embedded base draws clean shapes near its likeliest tokens: no confidence noise, token temperature 0.3

@@ -35,6 +35,9 @@ flags.DEFINE_string("init_image", "", "Image-to-image: a picture to redraw (its 
 flags.DEFINE_float("strength", 0.5, "Image-to-image: share of the decoding steps that redraw the picture, in (0, 1].")
 flags.DEFINE_string("adapter", "", "An exported adapter (adapter.safetensors) or a finished training workdir.")
 flags.DEFINE_float("lambda_a", 1.0, "StyleDrop adapter guidance: A(t) + lambda_a (A(t) - G(t)) + ...")
+flags.DEFINE_float(
+  "lambda_a_end", None, "With an adapter: lambda_a goes linearly from --lambda_a at the first step to this at the last."
+)
 flags.DEFINE_float("lambda_b", 5.0, "StyleDrop text guidance: ... + lambda_b (G(t) - G(n)); with an adapter only.")
 
 
@@ -55,6 +58,7 @@ def run(
   init_image: str = "",
   strength: float = 0.5,
   token_temperature: float = 1.0,
+  lambda_a_end: float | None = None,
 ) -> list[Path]:
   pipe = Pipeline.from_pretrained(resolve_base_model(base_model))
   if adapter:
@@ -68,7 +72,9 @@ def run(
   neg_text, neg_pooled = pipe.encode_prompts([negative_prompt] * len(all_prompts))
   micro = pipe.micro_conds(len(all_prompts), side, side)
   if adapter:
-    passes = sampling.styledrop(text, pooled, neg_text, neg_pooled, micro, lambda_a, lambda_b)
+    passes = sampling.styledrop(
+      text, pooled, neg_text, neg_pooled, micro, lambda_a, lambda_b, lambda_a_end=lambda_a_end
+    )
   else:
     passes = sampling.classifier_free(text, pooled, neg_text, neg_pooled, micro, guidance_scale)
   init, first = None, 0
@@ -123,6 +129,7 @@ def main(argv):
     FLAGS.init_image,
     FLAGS.strength,
     FLAGS.token_temperature,
+    FLAGS.lambda_a_end,
   )
   print("wrote", ", ".join(str(p) for p in paths))
 

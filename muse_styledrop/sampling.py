@@ -38,6 +38,7 @@ class Passes:
   micro_conds_PBM: jax.Array
   weights_P: jax.Array
   adapter_ids_PB: jax.Array | None = None
+  end_weights_P: jax.Array | None = None  # weights at the last step, reached linearly from weights_P; None: fixed
 
 
 def classifier_free(text_BTD, pooled_BD, neg_text_BTD, neg_pooled_BD, micro_conds_BM, scale: float) -> Passes:
@@ -59,18 +60,22 @@ def styledrop(
   lambda_a: float,
   lambda_b: float,
   adapter_id: int = 0,
+  lambda_a_end: float | None = None,
 ) -> Passes:
   """Three passes: l = A(t) + lambda_a (A(t) - G(t)) + lambda_b (G(t) - G(n)) (PAPER.md section 4).
 
-  A is the model with adapter `adapter_id` of the bank, G without any.
+  A is the model with adapter `adapter_id` of the bank, G without any. With `lambda_a_end`, lambda_a goes
+  linearly from `lambda_a` at the first decoding step to `lambda_a_end` at the last (our extension).
   """
   b = text_BTD.shape[0]
+  weights = lambda a: jnp.asarray([1.0 + a, lambda_b - a, -lambda_b], jnp.float32)
   return Passes(
     text_PBTD=jnp.stack([text_BTD, text_BTD, neg_text_BTD]),
     pooled_PBD=jnp.stack([pooled_BD, pooled_BD, neg_pooled_BD]),
     micro_conds_PBM=jnp.stack([micro_conds_BM] * 3),
-    weights_P=jnp.asarray([1.0 + lambda_a, lambda_b - lambda_a, -lambda_b], jnp.float32),
+    weights_P=weights(lambda_a),
     adapter_ids_PB=jnp.asarray([[adapter_id] * b, [-1] * b, [-1] * b], jnp.int32),
+    end_weights_P=None if lambda_a_end is None else weights(lambda_a_end),
   )
 
 
@@ -92,12 +97,12 @@ def remask(confidence_BL, count_B):
 
 
 def temperature_at(step, num_steps: int, start, end):
-  """Linear annealing from `start` at step 0 to `end` at the last step."""
+  """Linear annealing from `start` at step 0 to `end` at the last step (temperatures, guidance weights)."""
   return start + (end - start) * step / max(num_steps - 1, 1)
 
 
-def guided_logits(model: UVit2DModel, tokens_BHW, passes: Passes):
-  """Combined logits_BHWV of all passes, from one batched forward."""
+def guided_logits(model: UVit2DModel, tokens_BHW, passes: Passes, weights_P=None):
+  """Combined logits_BHWV of all passes, from one batched forward (with `weights_P` in place of the passes')."""
   p, b = passes.weights_P.shape[0], tokens_BHW.shape[0]
   flat = lambda x: None if x is None else x.reshape(p * b, *x.shape[2:])
   logits = model(
@@ -108,7 +113,7 @@ def guided_logits(model: UVit2DModel, tokens_BHW, passes: Passes):
     flat(passes.adapter_ids_PB),
   )
   logits = logits.astype(jnp.float32).reshape(p, b, *logits.shape[1:])
-  return jnp.einsum("p,pbhwv->bhwv", passes.weights_P, logits)
+  return jnp.einsum("p,pbhwv->bhwv", passes.weights_P if weights_P is None else weights_P, logits)
 
 
 def decode_step(step, tokens_BL, logits_BLV, rng, *, num_steps: int, mask_id: int, temperature, token_temperature=1.0):
@@ -149,7 +154,10 @@ def _generate(
   def body(step, carry):
     tokens_BL, rng = carry
     rng, step_rng = jax.random.split(rng)
-    logits = guided_logits(model, tokens_BL.reshape(b, h, w), passes)
+    weights_P = None
+    if passes.end_weights_P is not None:
+      weights_P = temperature_at(step, num_steps, passes.weights_P, passes.end_weights_P)
+    logits = guided_logits(model, tokens_BL.reshape(b, h, w), passes, weights_P)
     temperature = temperature_at(step, num_steps, *temperature_range)
     tokens_BL = decode_step(
       step,

@@ -128,6 +128,31 @@ def test_styledrop_guidance_as_one_batch_equals_three_forwards(amused_dir):
   assert not np.allclose(a_t, g_t)  # the adapter matters, so the check is not vacuous
 
 
+def test_a_lambda_a_schedule_reaches_its_end_weights_on_the_last_step(amused_dir):
+  pipe = Pipeline.from_pretrained(amused_dir)
+  model = pipe.transformer
+  model.attach_adapters(AdapterConfig(), nnx.Rngs(0))
+  state = nnx.state(model, AdapterParam)
+  keys = iter(jax.random.split(jax.random.key(3), 8))
+  nnx.update(model, jax.tree.map(lambda x: 0.3 * jax.random.normal(next(keys), x.shape), state))
+  sampler = sampling.Sampler(model, pipe.mask_token_id)
+  text, pooled = pipe.encode_prompts(["a cat in watercolor painting style", "a house in watercolor painting style"])
+  neg_text, neg_pooled = pipe.encode_prompts(["", ""])
+  micro = pipe.micro_conds(2, 16, 16)
+  args = (text, pooled, neg_text, neg_pooled, micro)
+  masked = jnp.full((2, 4, 4), pipe.mask_token_id, jnp.int32)
+
+  def draw(lambda_a, lambda_a_end=None, start_step=0):
+    passes = sampling.styledrop(*args, lambda_a=lambda_a, lambda_b=2.0, lambda_a_end=lambda_a_end)
+    kw = dict(num_steps=4, temperature=(0.0, 0.0), token_temperature=1e-3, init_tokens_BHW=masked)
+    return np.asarray(sampler(passes, jax.random.key(0), (4, 4), start_step=start_step, **kw))
+
+  np.testing.assert_array_equal(draw(0.5, 0.5), draw(0.5))  # a flat schedule is the fixed weight
+  last = lambda *a: draw(*a, start_step=3)  # only the last step runs: it must use the end weights
+  np.testing.assert_array_equal(last(-1.0, 3.0), last(3.0))
+  assert not np.array_equal(last(-1.0), last(3.0))  # the two weights draw differently, so the check can fail
+
+
 def test_eight_devices_match_one(amused_dir, style_image, tmp_path):
   assert jax.device_count() == 8, "conftest sets --xla_force_host_platform_device_count=8"
   one = train.train_and_evaluate(config_for(amused_dir, style_image, steps=10, batch_size=8), tmp_path / "one")
