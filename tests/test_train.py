@@ -106,16 +106,21 @@ def test_frozen_weights_stay_bitwise_equal_and_have_no_optimizer_state(amused_di
   assert max(moved) > 0
 
 
-def test_styledrop_guidance_as_one_batch_equals_three_forwards(amused_dir):
+def pipe_with_a_trained_adapter(amused_dir, scale: float):
+  """The tiny base with random adapter weights, and the StyleDrop passes' inputs for two prompts."""
   pipe = Pipeline.from_pretrained(amused_dir)
-  model = pipe.transformer
-  model.attach_adapters(AdapterConfig(), nnx.Rngs(0))
-  state = nnx.state(model, AdapterParam)
+  pipe.transformer.attach_adapters(AdapterConfig(), nnx.Rngs(0))
+  state = nnx.state(pipe.transformer, AdapterParam)
   keys = iter(jax.random.split(jax.random.key(3), 8))
-  nnx.update(model, jax.tree.map(lambda x: 0.1 * jax.random.normal(next(keys), x.shape), state))
+  nnx.update(pipe.transformer, jax.tree.map(lambda x: scale * jax.random.normal(next(keys), x.shape), state))
   text, pooled = pipe.encode_prompts(["a cat in watercolor painting style", "a house in watercolor painting style"])
   neg_text, neg_pooled = pipe.encode_prompts(["", ""])
-  micro = pipe.micro_conds(2, 16, 16)
+  return pipe, (text, pooled, neg_text, neg_pooled, pipe.micro_conds(2, 16, 16))
+
+
+def test_styledrop_guidance_as_one_batch_equals_three_forwards(amused_dir):
+  pipe, (text, pooled, neg_text, neg_pooled, micro) = pipe_with_a_trained_adapter(amused_dir, 0.1)
+  model = pipe.transformer
   tokens = jax.random.randint(jax.random.key(4), (2, 4, 4), 0, 41)
   passes = sampling.styledrop(text, pooled, neg_text, neg_pooled, micro, lambda_a=1.5, lambda_b=5.0)
   batched = sampling.guided_logits(model, tokens, passes)
@@ -129,17 +134,8 @@ def test_styledrop_guidance_as_one_batch_equals_three_forwards(amused_dir):
 
 
 def test_a_lambda_a_schedule_reaches_its_end_weights_on_the_last_step(amused_dir):
-  pipe = Pipeline.from_pretrained(amused_dir)
-  model = pipe.transformer
-  model.attach_adapters(AdapterConfig(), nnx.Rngs(0))
-  state = nnx.state(model, AdapterParam)
-  keys = iter(jax.random.split(jax.random.key(3), 8))
-  nnx.update(model, jax.tree.map(lambda x: 0.3 * jax.random.normal(next(keys), x.shape), state))
-  sampler = sampling.Sampler(model, pipe.mask_token_id)
-  text, pooled = pipe.encode_prompts(["a cat in watercolor painting style", "a house in watercolor painting style"])
-  neg_text, neg_pooled = pipe.encode_prompts(["", ""])
-  micro = pipe.micro_conds(2, 16, 16)
-  args = (text, pooled, neg_text, neg_pooled, micro)
+  pipe, args = pipe_with_a_trained_adapter(amused_dir, 0.3)
+  sampler = sampling.Sampler(pipe.transformer, pipe.mask_token_id)
   masked = jnp.full((2, 4, 4), pipe.mask_token_id, jnp.int32)
 
   def draw(lambda_a, lambda_a_end=None, start_step=0):
