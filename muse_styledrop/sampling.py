@@ -79,6 +79,20 @@ def styledrop(
   )
 
 
+def styledrop_from_config(c, text_BTD, pooled_BD, neg_text_BTD, neg_pooled_BD, micro_conds_BM) -> Passes:
+  """`styledrop` with the guidance of a config's `sample` block (lambda_a, lambda_a_end if set, lambda_b)."""
+  return styledrop(
+    text_BTD,
+    pooled_BD,
+    neg_text_BTD,
+    neg_pooled_BD,
+    micro_conds_BM,
+    c.lambda_a,
+    c.lambda_b,
+    lambda_a_end=c.get("lambda_a_end"),
+  )
+
+
 def unguided(text_BTD, pooled_BD, micro_conds_BM) -> Passes:
   return Passes(text_BTD[None], pooled_BD[None], micro_conds_BM[None], jnp.ones((1,), jnp.float32))
 

@@ -195,9 +195,7 @@ def sample_grid(pipe: Pipeline, sampler: sampling.Sampler, state, style: data.St
   side = pipe.transformer.config.sample_size * pipe.downscale
   micro = pipe.micro_conds(len(prompts), side, side)
   if use_adapter:
-    passes = sampling.styledrop(
-      text, pooled, neg_text, neg_pooled, micro, c.lambda_a, c.lambda_b, lambda_a_end=c.get("lambda_a_end")
-    )
+    passes = sampling.styledrop_from_config(c, text, pooled, neg_text, neg_pooled, micro)
   else:
     passes = sampling.classifier_free(text, pooled, neg_text, neg_pooled, micro, c.lambda_b)
   grid_hw = (pipe.transformer.config.sample_size,) * 2

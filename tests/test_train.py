@@ -147,6 +147,12 @@ def test_a_lambda_a_schedule_reaches_its_end_weights_on_the_last_step(amused_dir
   last = lambda *a: draw(*a, start_step=3)  # only the last step runs: it must use the end weights
   np.testing.assert_array_equal(last(-1.0, 3.0), last(3.0))
   assert not np.array_equal(last(-1.0), last(3.0))  # the two weights draw differently, so the check can fail
+  # Training's sample grids and the oracle's evaluation build their passes from the config's sample block.
+  c = load_config(None).sample
+  assert sampling.styledrop_from_config(c, *args).end_weights_P is None  # unset by default: a fixed weight
+  c.lambda_a, c.lambda_a_end = -1.0, 3.0
+  end = sampling.styledrop_from_config(c, *args).end_weights_P
+  np.testing.assert_array_equal(end, sampling.styledrop(*args, lambda_a=3.0, lambda_b=c.lambda_b).weights_P)
 
 
 def test_eight_devices_match_one(amused_dir, style_image, tmp_path):

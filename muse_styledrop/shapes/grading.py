@@ -238,9 +238,9 @@ def base_quality(pipe, grader, count: int = 200, seed: int = 0, steps: int = 12,
 def style_eval(pipe, sampler, state, grader, *, style, style_phrase, avoid, count: int, seed: int, sample_config):
   """A trained adapter against the base, on `count` new single-object prompts in one style.
 
-  Adapter: StyleDrop guidance (lambda_a, lambda_b of sample_config). Base: the same prompts with the style phrase,
-  classifier-free guidance lambda_b, no adapter. Ceiling: the world's own pictures of the prompts through the VQ
-  (`tokens_ceiling`). Returns (report, {'adapter', 'base', 'ceiling'}: pictures).
+  Adapter: StyleDrop guidance (lambda_a, lambda_a_end, lambda_b of sample_config). Base: the same prompts with
+  the style phrase, classifier-free guidance lambda_b, no adapter. Ceiling: the world's own pictures of the
+  prompts through the VQ (`tokens_ceiling`). Returns (report, {'adapter', 'base', 'ceiling'}: pictures).
   """
   from muse_styledrop import data, sampling  # noqa: PLC0415
 
@@ -251,7 +251,7 @@ def style_eval(pipe, sampler, state, grader, *, style, style_phrase, avoid, coun
   side = pipe.transformer.config.sample_size
   micro = pipe.micro_conds(count, side * pipe.downscale, side * pipe.downscale)
   c = sample_config
-  adapter = sampling.styledrop(text, pooled, neg_text, neg_pooled, micro, c.lambda_a, c.lambda_b)
+  adapter = sampling.styledrop_from_config(c, text, pooled, neg_text, neg_pooled, micro)
   base = sampling.classifier_free(text, pooled, neg_text, neg_pooled, micro, c.lambda_b)
   base.adapter_ids_PB = jnp.full((2, count), -1, jnp.int32)
   draw = lambda passes: pipe.decode_tokens(
