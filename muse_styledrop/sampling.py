@@ -40,6 +40,12 @@ class Passes:
   adapter_ids_PB: jax.Array | None = None
   end_weights_P: jax.Array | None = None  # weights at the last step, reached linearly from weights_P; None: fixed
 
+  def weights_at(self, step, num_steps: int) -> jax.Array:
+    """The weights of decoding step `step` of `num_steps`."""
+    if self.end_weights_P is None:
+      return self.weights_P
+    return temperature_at(step, num_steps, self.weights_P, self.end_weights_P)
+
 
 def classifier_free(text_BTD, pooled_BD, neg_text_BTD, neg_pooled_BD, micro_conds_BM, scale: float) -> Passes:
   """Two passes, prompt and negative prompt: l = c + scale * (c - u)."""
@@ -168,10 +174,7 @@ def _generate(
   def body(step, carry):
     tokens_BL, rng = carry
     rng, step_rng = jax.random.split(rng)
-    weights_P = None
-    if passes.end_weights_P is not None:
-      weights_P = temperature_at(step, num_steps, passes.weights_P, passes.end_weights_P)
-    logits = guided_logits(model, tokens_BL.reshape(b, h, w), passes, weights_P)
+    logits = guided_logits(model, tokens_BL.reshape(b, h, w), passes, passes.weights_at(step, num_steps))
     temperature = temperature_at(step, num_steps, *temperature_range)
     tokens_BL = decode_step(
       step,
