@@ -57,7 +57,7 @@ fi
 PROBE_WALL=$((SECONDS - PROBE_START))
 # Seconds per step from the first two logged calls, which are a call apart; on the GPU the last row came right after
 # the one before it (session 12: 0.15 s for 50 steps that took 2.4 s; reading a call's metrics back seems to wait for
-# the call queued behind it too, docs/shapes.md "On a lent GPU"). The probe's other costs
+# the call queued behind it too, docs/shapes_log.md "On a lent GPU"). The probe's other costs
 # (starting, loading, compiling, export, grading) stand for the real run's, plus GRADING_EXTRA for its 200 prompts;
 # the rest of the DEADLINE is training, so the cosine schedule ends in time. config.max_seconds is the backstop.
 PLAN=$(python3 - "$PROBE" "$PROBE_WALL" "$((DEADLINE - SECONDS))" "$GRADING_EXTRA" "$OUT/probe.json" <<'EOF'

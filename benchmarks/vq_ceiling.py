@@ -7,7 +7,7 @@ data/shapes_test_4k.npz) and grades with the oracle three ways of drawing them b
 the VQ encoder's codes drawn by the VQ decoder (the tokens the base learned), the k-means code of each patch
 (what an anchored encoder is taught to pick; its codebook is those centres) drawn by the decoder, and the same
 codes with each code's mean patch pasted in. Then a field of one code, decoded: aMUSEd's decoder (nearest
-upsampling, 3x3 convolutions) draws it flat whatever the code's patch holds (docs/shapes.md).
+upsampling, 3x3 convolutions) draws it flat whatever the code's patch holds (docs/shapes_log.md).
 """
 
 from __future__ import annotations

@@ -3,14 +3,14 @@ r"""Pretrain the embedded base's VQ tokenizer: 64x64 pictures -> 16x16 tokens of
   python -m muse_styledrop.shapes.dataset --out=data/shapes_all_24k.npz --count=24000 --first_seed=1000000 --styles=all
   python -m muse_styledrop.pretrain --config=configs/pretrain_vq.py --workdir=runs/pretrain_vq
 
-Variant tokens8: 64x64 -> 8x8 tokens of an 8x5x5x5 FSQ grid (an experiment; see docs/shapes.md).
+Variant tokens8: 64x64 -> 8x8 tokens of an 8x5x5x5 FSQ grid (an experiment; see docs/shapes_log.md).
 Variant anchored: the same layout, each code anchored to the k-means code of its token's 4x4 pixel patch, so a
-token depends on its own patch (local tokens draw shapes 2-4x as often; docs/shapes.md).
+token depends on its own patch (local tokens draw shapes 2-4x as often; docs/shapes_log.md).
 Variant anchored_decoder: the anchored VQ's decoder trained on whole pictures from its encoder's own codes; the
 encoder and so the tokens stay the same (a U-ViT trained on them stays valid).
 Variants anchored_2px, anchored_2px_decoder: the same two stages with one stride-2 stage, 64x64 -> 32x32 tokens
 of 2x2-pixel codes, so a texture with a 4-pixel period spans two tokens and the decoder can draw it
-(docs/shapes.md, "Tokens of 2x2 pixels keep the textures").
+(docs/shapes_log.md, "Tokens of 2x2 pixels keep the textures").
 
 A tokenizer is a general image codec, so it sees the held-out styles too.
 """
@@ -54,14 +54,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.unroll = True  # XLA:CPU runs convolutions in a scan's while loop ~30x slower; unrolled, 5 steps compile in ~30 s
   c.seed = 0
   c.checkpoint = dict(every_seconds=180, use_async=True)
-  if arg == "tokens8":  # 8x8 tokens, finite scalar quantization; measured in docs/shapes.md: loses colour (15%)
+  if arg == "tokens8":  # 8x8 tokens, finite scalar quantization; measured in docs/shapes_log.md: loses colour (15%)
     c.name = "pretrain_vq_tokens8"
     c.vq.block_out_channels = (32, 64, 64, 128)  # three stride-2 stages: 64x64 -> 8x8
     c.vq.vq_embed_dim, c.vq.num_vq_embeddings = 4, 1000
     c.quantizer, c.fsq_levels = "fsq", (8, 5, 5, 5)
     c.crop, c.batch_size, c.steps = 64, 16, 800  # whole pictures: a 32x32 crop is only 4x4 tokens, mostly border
     c.optimizer.learning_rate = 1e-3
-  elif arg == "anchored":  # codes anchored to k-means codes of each token's 4x4 patch: local tokens (docs/shapes.md)
+  elif arg == "anchored":  # codes anchored to k-means codes of each 4x4 patch: local tokens (docs/shapes_log.md)
     c.name = "pretrain_vq_anchored"
     c.quantizer = "patch_kmeans"
     c.vq.latent_channels = c.vq.vq_embed_dim = 48  # codes are 4x4x3 pixel patches

@@ -36,11 +36,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.trainable = "adapter"  # 'adapter' (StyleDrop) or 'all' (pretraining / full fine-tune)
   # blocks=True: also on the U-ViT's block attentions (our extension, on by default for the embedded base: with
   # lambda_a 0.75 and token temperature 0.3 the six held-out styles' mean style is 49% against the paper's sites'
-  # 40%, content 66% both; docs/shapes.md "Session 14"). `:paper` (and LoRA) set it False.
+  # 40%, content 66% both; docs/shapes_log.md "Session 14"). `:paper` (and LoRA) set it False.
   c.adapter = dict(kind="bottleneck", hidden=4, shared=True, rank=16, alpha=16.0, bank_size=1, blocks=True, head=False)
   # The paper's Adam 3e-5 for 1000 steps is for a 3B-parameter Muse (and aMUSEd: the `paper` variant). The embedded
   # base is 4M parameters with an adapter of 5.4K: 3e-3 for 600 steps learns its style within the README's 5
-  # minutes on 32x32 tokens, and grades better than 1000 steps (less of the reference's content); docs/shapes.md.
+  # minutes on 32x32 tokens, and grades better than 1000 steps (less of the reference's content);
+  # docs/shapes_log.md "Session 13".
   c.optimizer = dict(learning_rate=3e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, grad_clip=1.0, warmup_steps=0)
   c.batch_size = 8
   c.steps = 600
@@ -58,12 +59,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     prompts=["a blue circle", "a green heart", "a purple square", "a yellow triangle"],
     per_prompt=1,
     negative_prompt="",
-    lambda_a=0.75,  # the paper's round-1 range is 0..2; 0.75 keeps content with the block adapters (docs/shapes.md)
+    # The paper's round-1 range is 0..2; 0.75 keeps content with the block adapters (docs/shapes_log.md "Session 14").
+    lambda_a=0.75,
     lambda_a_end=ml_collections.config_dict.placeholder(float),  # set: lambda_a goes linearly to it over the steps
     lambda_b=2.0,
     steps=12,
     # The embedded base draws clean shapes near its likeliest tokens: no confidence noise, token temperature 0.3
-    # (aMUSEd's noise 4.5 and softmax draws speckle its backgrounds; 0.1 loses the adapters' textures; docs/shapes.md).
+    # (aMUSEd's noise 4.5 and softmax draws speckle its backgrounds; 0.1 loses the adapters' textures;
+    # docs/shapes_log.md "Session 14").
     # `paper` restores aMUSEd's.
     temperature=(0.0, 0.0),  # confidence noise, annealed
     token_temperature=0.3,  # divides the logits tokens are drawn from (1: diffusers' rule)

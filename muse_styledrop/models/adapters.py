@@ -46,10 +46,10 @@ class AdapterConfig:
   alpha: float = 16.0  # LoRA scale numerator
   bank_size: int = 1  # K adapters that can be selected per example
   # Bottleneck only, our extension (the paper's Muse has no conv blocks): one more adapter on the output of each
-  # attention block of the U-ViT's down and up blocks, the ConvNeXt side of aMUSEd's transformer (docs/shapes.md).
+  # attention block of the U-ViT's down and up blocks, the ConvNeXt side of aMUSEd's transformer (docs/shapes_log.md).
   blocks: bool = False
   # Bottleneck only, our extension: one more on the upsampled features that the logit head reads, one per token
-  # (on a downsampling U-ViT each 2x2 group of tokens is drawn from one transformer position; docs/shapes.md).
+  # (on a downsampling U-ViT each 2x2 group of tokens is drawn from one transformer position; docs/shapes_log.md).
   head: bool = False
 
   def __post_init__(self):

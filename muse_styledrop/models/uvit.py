@@ -358,7 +358,7 @@ class UVit2DModel(nnx.Module):
     if c.position_embedding_grid:
       h, w = c.position_embedding_grid
       # Unit scale, like the features it is added to (an RMS-normed vector through a fan-in-scaled linear): at
-      # ViT's 0.02 it was ~35x smaller than them and stayed negligible through 1,200 steps (docs/shapes.md).
+      # ViT's 0.02 it was ~35x smaller than them and stayed negligible through 1,200 steps (docs/shapes_log.md).
       init = nnx.initializers.truncated_normal(1.0)
       self.position_embedding = nnx.Param(init(rngs.params(), (h * w, c.hidden_size), param_dtype))
     else:

@@ -196,7 +196,7 @@ def sample(
 
 # name: (classifier-free guidance scale, confidence temperature start/end, token temperature). aMUSEd's defaults,
 # and drawing conditionally without confidence noise near the likeliest token, which small bases need to draw
-# clean pictures (docs/shapes.md).
+# clean pictures (docs/shapes_log.md).
 BASE_SAMPLERS = {
   "default": (3.0, (4.5, 0.0), 1.0),
   "likeliest": (0.0, (0.0, 0.0), 0.1),
