@@ -41,6 +41,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.fsq_levels = ()
   c.kmeans_pictures, c.kmeans_iters = 3000, 20  # quantizer "patch_kmeans": the k-means fit of the anchored codes
   c.code_weight = 1.0  # quantizer "patch_kmeans": weight of the cross-entropy that makes the anchored code nearest
+  c.code_temperature = 1.0  # quantizer "patch_kmeans": divides the negative squared distances of that cross-entropy
   c.crop = 32  # train on random 32x32 crops (the model is convolutional)
   c.commitment = 0.25
   c.usage_decay = 0.99
@@ -87,11 +88,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.vq.latent_channels = c.vq.vq_embed_dim = 12
     c.crop, c.batch_size, c.steps = 64, 16, 1000
     c.optimizer.learning_rate, c.optimizer.warmup_steps = 1e-3, 50
+  elif arg == "anchored_2px_sharp":  # the shipped 2x2 VQ continued with a sharp code cross-entropy (session 16): its
+    c.name = "pretrain_vq_2px_sharp"  # encoder picks the nearest patch 2-6x as often, and keeps watercolor's grain
+    c.quantizer = "patch_kmeans"
+    c.init_from = "muse_styledrop/assets/shapes_base/vqvae"  # its codebook stays the anchor
+    c.vq.block_out_channels = (32, 64)
+    c.vq.latent_channels = c.vq.vq_embed_dim = 12
+    c.commitment, c.code_temperature = 10.0, 0.01
+    c.steps = 1500
+    c.optimizer.learning_rate, c.optimizer.warmup_steps = 1e-3, 20
   elif arg == "runlocal":
     c.steps, c.steps_per_call, c.batch_size = 20, 10, 4
   elif arg:
     raise ValueError(
       f"unknown variant {arg!r}; use tokens8, anchored, anchored_decoder, anchored_2px, anchored_2px_decoder, "
-      "runlocal or none"
+      "anchored_2px_sharp, runlocal or none"
     )
   return c

@@ -123,7 +123,11 @@ class VQObjective(Objective):
           f"quantizer 'patch_kmeans' keeps the codes in pixel-patch space: vq_embed_dim must be "
           f"3 x {self.patch} x {self.patch} = {3 * self.patch**2}, not {self.vq_config.embed_dim}"
         )
-      self.patch_ids = self._patch_ids()
+      # Continuing an anchored VQ (init_from): its codebook is the anchor, so each patch's target is its nearest
+      # code there; a fresh VQ fits k-means to the pictures.
+      init = config.get("init_from")
+      fixed = weights.load_vqvae(Path(init)).quantize.embedding.embedding[...] if init else None
+      self.patch_ids = self._patch_ids(None if fixed is None else np.asarray(fixed, np.float32))
     if self.fsq:
       levels = tuple(config.fsq_levels)
       if int(np.prod(levels)) != self.codes or len(levels) != self.vq_config.embed_dim:
@@ -132,8 +136,9 @@ class VQObjective(Objective):
           f"num_vq_embeddings={self.codes} and vq_embed_dim={self.vq_config.embed_dim}; make them agree"
         )
 
-  def _patch_ids(self):
-    """The anchored code of every patch of every training picture, k-means fitted once and cached."""
+  def _patch_ids(self, centres: np.ndarray | None = None):
+    """The anchored code of every patch of every training picture, cached: the nearest of `centres`, or of k-means
+    centres fitted to the pictures when None."""
     cache = self.workdir / "patch_codes.npz"
     if cache.is_file():
       with np.load(cache) as f:
@@ -144,9 +149,12 @@ class VQObjective(Objective):
             f"{f['ids'].shape[0]} pictures, but this config needs {want[0]} of {want[1]} for {len(self.images)}; "
             "use another workdir or delete the file"
           )
+        if centres is not None and not np.array_equal(f["centres"], centres):
+          raise ValueError(f"{cache} was made for another codebook than init_from's; use another workdir")
         return f["ids"]
-    n = min(len(self.images), self.c.kmeans_pictures)
-    centres, _ = patch_codes.patch_kmeans(self.images[:n], self.patch, codes=self.codes, iters=self.c.kmeans_iters)
+    if centres is None:
+      n = min(len(self.images), self.c.kmeans_pictures)
+      centres, _ = patch_codes.patch_kmeans(self.images[:n], self.patch, codes=self.codes, iters=self.c.kmeans_iters)
     ids = np.concatenate(
       [patch_codes.encode(self.images[i : i + 2048], centres, self.patch) for i in range(0, len(self.images), 2048)]
     ).astype(np.int16)
@@ -222,7 +230,10 @@ class VQObjective(Objective):
     target = batch["ids"]
     z = model.quant_conv(model.encoder(x)).astype(jnp.float32)
     codes_KD = jax.lax.stop_gradient(model.quantize.embedding.embedding[...].astype(jnp.float32))  # fixed centres
-    logits = -squared_distances(z, codes_KD)
+    # Pixel-patch centres are close (the shipped 2x2 codes: a median squared distance of 0.08 to the nearest other),
+    # so at temperature 1 the softmax over them is nearly flat; a small temperature makes the cross-entropy tell them
+    # apart.
+    logits = -squared_distances(z, codes_KD) / self.c.get("code_temperature", 1.0)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, target).mean()
     q = codes_KD[target]
     commit = jnp.mean((z - q) ** 2)  # the encoder's output onto its anchored code (its patch's centre)
