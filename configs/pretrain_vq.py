@@ -11,6 +11,9 @@ encoder and so the tokens stay the same (a U-ViT trained on them stays valid).
 Variants anchored_2px, anchored_2px_decoder: the same two stages with one stride-2 stage, 64x64 -> 32x32 tokens
 of 2x2-pixel codes, so a texture with a 4-pixel period spans two tokens and the decoder can draw it
 (docs/shapes_log.md, "Tokens of 2x2 pixels keep the textures").
+Variant anchored_2px_sharp: the shipped 2x2 VQ continued with its code cross-entropy at temperature 0.01, so its
+encoder picks each patch's nearest code far more often and keeps fine textures (watercolor's grain); the codebook
+stays, the tokens change (docs/shapes_log.md, "A sharp code loss keeps the grain").
 
 A tokenizer is a general image codec, so it sees the held-out styles too.
 """
