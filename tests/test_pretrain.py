@@ -107,15 +107,27 @@ def test_fsq_pretraining_keeps_its_grid_and_checks_levels(data_files, tmp_path):
     pretrain(bad, tmp_path / "bad")
 
 
-def test_anchored_vq_learns_to_pick_each_patch_code(data_files, tmp_path):
-  c = tiny_vq(data_files, steps=240, quantizer="patch_kmeans")
+def tiny_anchored_vq(data_files, steps):
+  c = tiny_vq(data_files, steps=steps, quantizer="patch_kmeans")
   c.kmeans_pictures, c.kmeans_iters = 48, 5
   c.vq.latent_channels = c.vq.vq_embed_dim = 12  # codes are 2x2x3 pixel patches
-  c.vq.block_out_channels = (16, 16)  # room for the 12 numbers of a patch
+  c.vq.block_out_channels = (16, 16)
   c.commitment = 10.0
   c.optimizer.learning_rate = 1e-2
-  summary = pretrain(c, tmp_path / "run")
-  with np.load(tmp_path / "run" / "patch_codes.npz") as f:
+  return c
+
+
+@pytest.fixture(scope="module")
+def anchored_run(data_files, tmp_path_factory):
+  """A tiny anchored VQ trained once: (config, summary, workdir)."""
+  c = tiny_anchored_vq(data_files, steps=240)
+  run = tmp_path_factory.mktemp("anchored")
+  return c, pretrain(c, run), run
+
+
+def test_anchored_vq_learns_to_pick_each_patch_code(anchored_run, data_files, tmp_path):
+  c, summary, run = anchored_run
+  with np.load(run / "patch_codes.npz") as f:
     centres, anchored = f["centres"], f["ids"]
   assert centres.shape == (16, 2 * 2 * 3) and anchored.shape == (48, 32, 32)  # 2x2 patches: the tiny VQ's downscale
   vq = weights.load_vqvae(Path(summary["export"]))
@@ -135,27 +147,19 @@ def test_anchored_vq_learns_to_pick_each_patch_code(data_files, tmp_path):
     pretrain(bad, tmp_path / "bad")
 
 
-def tiny_anchored_vq(data_files, steps):
-  c = tiny_vq(data_files, steps=steps, quantizer="patch_kmeans")
-  c.kmeans_pictures, c.kmeans_iters = 48, 5
-  c.vq.latent_channels = c.vq.vq_embed_dim = 12  # codes are 2x2x3 pixel patches
-  c.vq.block_out_channels = (16, 16)
-  c.commitment = 10.0
-  c.optimizer.learning_rate = 1e-2
-  return c
-
-
-def test_anchored_vq_continues_on_its_own_codebook_and_a_sharp_code_loss_picks_the_nearest_patch(data_files, tmp_path):
+def test_anchored_vq_continues_on_its_own_codebook_and_a_sharp_code_loss_picks_the_nearest_patch(
+  anchored_run, data_files, tmp_path
+):
   """configs/pretrain_vq.py:anchored_2px_sharp: init_from's codebook is the anchor (no new k-means), and a small
   code_temperature teaches the encoder its nearest patch faster than temperature 1."""
-  first = pretrain(tiny_anchored_vq(data_files, steps=40), tmp_path / "first")
+  _, first, _ = anchored_run
   start = weights.load_vqvae(Path(first["export"]))
   codebook = np.asarray(start.quantize.embedding.embedding[...], np.float32)
   pictures = dataset.load(Path(data_files[0]))["images"]
   nearest = patch_codes.encode(pictures, codebook, 2)
   accuracy = {}
   for temperature in (1.0, 0.01):
-    c = tiny_anchored_vq(data_files, steps=80)
+    c = tiny_anchored_vq(data_files, steps=40)
     c.init_from, c.code_temperature = first["export"], temperature
     c.kmeans_pictures = 8  # a fresh k-means would fit other centres: the targets must come from the codebook
     run = tmp_path / f"t{temperature}"
@@ -167,7 +171,7 @@ def test_anchored_vq_continues_on_its_own_codebook_and_a_sharp_code_loss_picks_t
     np.testing.assert_array_equal(np.asarray(vq.quantize.embedding.embedding[...]), codebook)
     got = np.asarray(vq.encode(jnp.asarray(pictures, jnp.float32) / 255.0))
     accuracy[temperature] = (got == nearest).mean()
-  assert accuracy[0.01] > accuracy[1.0] + 0.03, accuracy  # 0.45 against 0.38 here; ignored, the runs are equal
+  assert accuracy[0.01] > accuracy[1.0] + 0.1, accuracy  # 0.76 against 0.55 here; ignored, the runs are equal
   other = tmp_path / "other"
   other.mkdir()
   np.savez(other / "patch_codes.npz", centres=codebook + 0.5, ids=nearest.astype(np.int16))
