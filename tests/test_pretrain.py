@@ -111,7 +111,7 @@ def tiny_anchored_vq(data_files, steps):
   c = tiny_vq(data_files, steps=steps, quantizer="patch_kmeans")
   c.kmeans_pictures, c.kmeans_iters = 48, 5
   c.vq.latent_channels = c.vq.vq_embed_dim = 12  # codes are 2x2x3 pixel patches
-  c.vq.block_out_channels = (16, 16)
+  c.vq.block_out_channels = (16, 16)  # room for the 12 numbers of a patch
   c.commitment = 10.0
   c.optimizer.learning_rate = 1e-2
   return c
