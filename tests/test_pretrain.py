@@ -159,7 +159,7 @@ def test_anchored_vq_continues_on_its_own_codebook_and_a_sharp_code_loss_picks_t
   nearest = patch_codes.encode(pictures, codebook, 2)
   accuracy = {}
   for temperature in (1.0, 0.01):
-    c = tiny_anchored_vq(data_files, steps=40)
+    c = tiny_anchored_vq(data_files, steps=20)
     c.init_from, c.code_temperature = first["export"], temperature
     c.kmeans_pictures = 8  # a fresh k-means would fit other centres: the targets must come from the codebook
     run = tmp_path / f"t{temperature}"
@@ -171,7 +171,7 @@ def test_anchored_vq_continues_on_its_own_codebook_and_a_sharp_code_loss_picks_t
     np.testing.assert_array_equal(np.asarray(vq.quantize.embedding.embedding[...]), codebook)
     got = np.asarray(vq.encode(jnp.asarray(pictures, jnp.float32) / 255.0))
     accuracy[temperature] = (got == nearest).mean()
-  assert accuracy[0.01] > accuracy[1.0] + 0.1, accuracy  # 0.76 against 0.55 here; ignored, the runs are equal
+  assert accuracy[0.01] > accuracy[1.0] + 0.1, accuracy  # 0.70 against 0.45 here; ignored, the runs are equal
   other = tmp_path / "other"
   other.mkdir()
   np.savez(other / "patch_codes.npz", centres=codebook + 0.5, ids=nearest.astype(np.int16))
