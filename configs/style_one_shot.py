@@ -53,7 +53,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.distributed = False  # True on a multi-host pod: jax.distributed.initialize() first
   c.checkpoint = dict(every=100, use_async=True)
   # Oracle grading on the shapes world (skipped for other bases unless style names a shapes style).
-  c.evaluate = dict(prompts=24, style="", seed=1234, oracle="")  # style '' = what the oracle reads in the picture
+  # style '' = what the oracle reads in the reference; reference '' = the first style image (round 2: round 1's).
+  c.evaluate = dict(prompts=24, style="", seed=1234, oracle="", reference="")
   c.sample = dict(
     every=250,
     prompts=["a blue circle", "a green heart", "a purple square", "a yellow triangle"],
@@ -80,6 +81,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.sample.every = 0
     c.sample.steps = 4
     c.sample.prompts = ["a house", "a cat"]
+  elif arg == "round2":  # PAPER.md section 5: a new H=32 unshared adapter on round 1's kept pictures
+    # python -m muse_styledrop.feedback --adapter=runs/style_one_shot --select=random|clip|human  (writes these)
+    c.name = "style_round2"
+    c.style_images = "runs/feedback/selected"  # pictures + captions.txt (their content texts)
+    c.content_prompts = ""
+    c.evaluate.reference = REFERENCE["image"]  # grade the same new prompts as round 1
+    c.adapter.hidden, c.adapter.shared = 32, False
   elif arg == "paper":  # the paper's recipe and prompts, for an aMUSEd-sized --config.base_model
     c.optimizer.learning_rate = 3e-5
     c.steps = 1000
@@ -90,5 +98,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.sample.steps = 36
     c.sample.lambda_b, c.sample.temperature, c.sample.token_temperature = 5.0, (4.5, 0.0), 1.0
   elif arg:
-    raise ValueError(f"unknown variant {arg!r} of style_one_shot; use runlocal, paper or none")
+    raise ValueError(f"unknown variant {arg!r} of style_one_shot; use runlocal, round2, paper or none")
   return c

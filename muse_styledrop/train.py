@@ -226,8 +226,10 @@ def run_metadata(pipe: Pipeline, style: data.StyleSet, config, use_adapter: bool
 def evaluate_style(pipe, sampler, state, style: data.StyleSet, config, base: Path, workdir: Path) -> dict | None:
   """On the shapes world, grade the adapter and the base (style phrase only) on new prompts with the oracle.
 
-  The target style is config.evaluate.style, or, on the embedded base, what the oracle reads in the first
-  style picture. Writes evaluation.json and replaces samples.png with reference / adapter / base rows.
+  The reference is config.evaluate.reference (round 2: round 1's picture), else the first style picture; the
+  target style is config.evaluate.style, or, on the embedded base, what the oracle reads in the reference. The
+  new prompts avoid the reference's shape and colour. Writes evaluation.json and replaces samples.png with
+  reference / adapter / base rows.
   """
   from muse_styledrop.pipeline import EMBEDDED_BASE  # noqa: PLC0415
   from muse_styledrop.shapes import grading  # noqa: PLC0415
@@ -235,7 +237,8 @@ def evaluate_style(pipe, sampler, state, style: data.StyleSet, config, base: Pat
   grader = grading.grader_or_none(config.evaluate.oracle)
   if grader is None or not (config.evaluate.style or base.resolve() == EMBEDDED_BASE.resolve()):
     return None  # not a shapes-world run: nothing knows the truth
-  seen = grading.read_reference(grader, style.paths[0])
+  reference = Path(config.evaluate.get("reference") or style.paths[0])
+  seen = grading.read_reference(grader, reference)
   target = config.evaluate.style or seen["style"]
   if target not in grading.STYLES_LIST:
     raise ValueError(f"config.evaluate.style={target!r} is not a shapes-world style; use one of {grading.STYLES_LIST}")
@@ -252,14 +255,14 @@ def evaluate_style(pipe, sampler, state, style: data.StyleSet, config, base: Pat
     sample_config=config.sample,
   )
   weights.write_json(
-    {**report, "reference": {"path": str(style.paths[0]), "oracle_reads": seen}}, workdir / "evaluation.json"
+    {**report, "reference": {"path": str(reference), "oracle_reads": seen}}, workdir / "evaluation.json"
   )
   side = pictures["adapter"].shape[1]
-  reference = (images.load_image(style.paths[0], side) * 255).round().astype("uint8")
+  picture = (images.load_image(reference, side) * 255).round().astype("uint8")
   columns = min(8, len(pictures["adapter"]))
   grades = lambda who: f"{report[who]['style_accuracy']:.0%} style, {report[who]['content_accuracy']:.0%} shape+colour"
   bands = [
-    (f"reference: {style.paths[0].name}", reference[None]),
+    (f"reference: {reference.name}", picture[None]),
     (f"StyleDrop adapter: {grades('adapter')} ({target})", pictures["adapter"]),
     (f"base + style phrase: {grades('base')}", pictures["base"]),
     (
@@ -283,6 +286,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   # -- Init -------------------------------------------------------------------
   base = check_model_dir(resolve_base_model(config.base_model))  # cheap checks first, heavy loading last
   style = data.resolve_style_set(config.style_images, config.content_prompts, config.style_descriptor)
+  if (reference := config.get("evaluate", {}).get("reference")) and not Path(reference).is_file():
+    raise FileNotFoundError(f"config.evaluate.reference={reference} does not exist; give round 1's style picture")
   pipe = Pipeline.from_pretrained(base)
   style_data = encode_style(pipe, style, config)
   model = pipe.transformer

@@ -122,11 +122,13 @@ def text_encoder(**overrides):
   return randomize_(CLIPTextModelWithProjection(clip_text_config(**overrides)), scale=0.1)
 
 
-def clip_model():
+def clip_model(**text_overrides):
   from transformers import CLIPConfig, CLIPModel
 
   config = CLIPConfig(
-    text_config=clip_text_config().to_dict(), vision_config=clip_vision_config().to_dict(), projection_dim=16
+    text_config=clip_text_config(**text_overrides).to_dict(),
+    vision_config=clip_vision_config().to_dict(),
+    projection_dim=16,
   )
   return randomize_(CLIPModel(config), scale=0.1)
 

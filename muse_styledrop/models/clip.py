@@ -11,9 +11,18 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from muse_styledrop.models.layers import ACTIVATIONS, attention, conv, layer_norm, linear
+
+CLIP_MEAN = np.asarray([0.48145466, 0.4578275, 0.40821073], np.float32)  # OpenAI CLIP's pixel normalisation
+CLIP_STD = np.asarray([0.26862954, 0.26130258, 0.27577711], np.float32)
+
+
+def clip_pixels(images_uint8):
+  """uint8 pictures (at the vision tower's image size) -> CLIP-normalised float pixels."""
+  return (jnp.asarray(images_uint8).astype(jnp.float32) / 255.0 - CLIP_MEAN) / CLIP_STD
 
 
 @dataclasses.dataclass(frozen=True)

@@ -96,7 +96,7 @@ def label_accuracy(pred: dict, arrays: dict) -> dict:
 
 def clip_zero_shot(model, tokenizer, test: dict) -> dict:
   """Zero-shot accuracy on single-object pictures: each class's text embedding is the mean over prompt variants."""
-  from muse_styledrop.shapes.objectives import clip_pixels  # noqa: PLC0415
+  from muse_styledrop.models.clip import clip_pixels  # noqa: PLC0415
 
   graphdef, state = nnx.split(model)
   text_fn = jax.jit(lambda s, ids: nnx.merge(graphdef, s).encode_text(ids)[1])

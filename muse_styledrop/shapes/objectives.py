@@ -23,20 +23,12 @@ from flax import nnx
 from tqdm import tqdm
 
 from muse_styledrop import weights
-from muse_styledrop.models.clip import CLIPConfig, CLIPModel, TowerConfig
+from muse_styledrop.models.clip import CLIPConfig, CLIPModel, TowerConfig, clip_pixels
 from muse_styledrop.models.uvit import UVit2DModel, UVitConfig
 from muse_styledrop.models.vq import VQConfig, VQModel, squared_distances
 from muse_styledrop.shapes import dataset, grading, patch_codes
 from muse_styledrop.shapes.styles import STYLES
 from muse_styledrop.tokenizer import Tokenizer, build_clip_tokenizer
-
-CLIP_MEAN = np.asarray([0.48145466, 0.4578275, 0.40821073], np.float32)  # OpenAI CLIP's pixel normalisation
-CLIP_STD = np.asarray([0.26862954, 0.26130258, 0.27577711], np.float32)
-
-
-def clip_pixels(images_uint8):
-  """uint8 pictures -> CLIP-normalised float pixels."""
-  return (images_uint8.astype(jnp.float32) / 255.0 - CLIP_MEAN) / CLIP_STD
 
 
 def _key(path) -> str:

@@ -1,0 +1,399 @@
+r"""StyleDrop round 2: a pool of the round-1 adapter's own pictures, the good ones kept for a new adapter.
+
+  python -m muse_styledrop.feedback --adapter=runs/style_one_shot --select=random|clip|human [--out=runs/feedback]
+  python -m muse_styledrop.train --config=configs/style_one_shot.py:round2 \
+      --config.style_images=runs/feedback/selected --config.evaluate.reference=REFERENCE.png
+
+The pool (PAPER.md section 5): --per_prompt pictures of each content prompt,
+the adapter's style phrase appended, drawn with the StyleDrop guidance the
+adapter was trained with. The content prompts are the paper's 30 on a real
+base, 30 shapes-world scenes on the embedded one, or one per line of
+--prompts_file. The selection keeps --keep pictures of each prompt:
+- random: drawn at random (the paper's control);
+- clip: the highest CLIP cosine between the picture and its prompt
+  (--clip_model: a transformers CLIPModel directory with both towers);
+- human: a local web page shows the pool and a person ticks the good ones.
+
+Writes pool/ (every picture and pool.json with its prompt and score),
+pool.png, and selected/: the kept pictures with a captions.txt (file<TAB>content
+text), a style set the trainer reads as a folder, plus selected.png and
+selection.json. selected/ is written whole or not at all.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import shutil
+import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import flags
+from tqdm import tqdm
+
+from muse_styledrop import data, images, sampling, weights
+from muse_styledrop.pipeline import EMBEDDED_BASE, Pipeline, check_model_dir, resolve_base_model
+
+# PAPER.md section 5: the round-2 pool's prompts (the style phrase is appended).
+PAPER_PROMPTS = [
+  *(
+    f"{a}{b}" for a in ("A chihuahua", "A tabby cat") for b in ("", " walking on the street", " walking in the forest")
+  ),
+  "A portrait of chihuahua",
+  "A portrait of tabby cat",
+  "A portrait of human face",
+  *(f"{a} on the {b}" for a in ("An apple", "A banana") for b in ("table", "dish", "ground")),
+  "A human",
+  "A human walking on the street",
+  "A human walking in the forest",
+  *(
+    f"{a} {b}"
+    for a in ("A church", "A temple", "A cabin")
+    for b in ("on the street", "in the mountain", "in the field", "on the beach")
+  ),
+]
+SHAPES_POOL_SEED = 4321  # the shapes world's pool scenes; the oracle's evaluation draws its own from seed 1234
+SELECTIONS = ("random", "clip", "human")
+
+
+class FeedbackError(ValueError):
+  """A round-2 request that cannot be carried out as given."""
+
+
+def default_contents(base: Path, count: int = 30) -> list[str]:
+  """The pool's content prompts: the paper's on a real base, `count` single-object scenes on the embedded one."""
+  if base.resolve() == EMBEDDED_BASE.resolve():
+    from muse_styledrop.shapes import grading  # noqa: PLC0415
+
+    return [s.content() for s in grading.eval_scenes(count, SHAPES_POOL_SEED)]
+  return list(PAPER_PROMPTS)
+
+
+def draw_pool(
+  pipe: Pipeline, contents: list[str], style_phrase: str, per_prompt: int, sample, seed: int, batch: int = 32
+) -> np.ndarray:
+  """uint8 pictures [prompt, n, H, W, 3]: `per_prompt` of each content + style phrase, with the loaded adapter's
+  StyleDrop guidance (`sample`: a training config's sample block). Every batch has the same size (the last is
+  padded), so the sampler compiles once."""
+  prompts = [data.join_prompt(c, style_phrase) for c in contents for _ in range(per_prompt)]
+  batch = min(batch, len(prompts))
+  side = pipe.transformer.config.sample_size
+  out = []
+  for start in tqdm(range(0, len(prompts), batch), desc="pool", unit="batch", dynamic_ncols=True):
+    chunk = prompts[start : start + batch]
+    padded = chunk + [chunk[-1]] * (batch - len(chunk))
+    text, pooled = pipe.encode_prompts(padded)
+    neg_text, neg_pooled = pipe.encode_prompts([sample.negative_prompt] * batch)
+    micro = pipe.micro_conds(batch, side * pipe.downscale, side * pipe.downscale)
+    passes = sampling.styledrop_from_config(sample, text, pooled, neg_text, neg_pooled, micro)
+    tokens = pipe.sampler(
+      passes,
+      jax.random.fold_in(jax.random.key(seed), start),
+      (side, side),
+      num_steps=sample.steps,
+      temperature=tuple(sample.temperature),
+      token_temperature=sample.get("token_temperature", 1.0),
+    )
+    out.append(pipe.decode_tokens(tokens)[: len(chunk)])
+  pictures = np.concatenate(out)
+  return pictures.reshape(len(contents), per_prompt, *pictures.shape[1:])
+
+
+def clip_scores(clip_dir: Path, pictures_PN: np.ndarray, prompts: list[str]) -> np.ndarray:
+  """[prompt, n] cosine between each picture's and its prompt's CLIP embeddings (PAPER.md section 7's text score)."""
+  from PIL import Image  # noqa: PLC0415
+
+  from muse_styledrop.models.clip import clip_pixels  # noqa: PLC0415
+  from muse_styledrop.tokenizer import Tokenizer  # noqa: PLC0415
+
+  clip_dir = Path(clip_dir).expanduser()
+  if not (clip_dir / "config.json").is_file():
+    raise FeedbackError(
+      f"--clip_model={clip_dir} is not a CLIP model directory (no config.json); give a transformers CLIPModel "
+      "directory with both towers and its tokenizer files"
+    )
+  model = weights.load_clip(clip_dir)
+  if model.vision_model is None or model.text_model is None:
+    raise FeedbackError(f"--clip_model={clip_dir} lacks a text or vision tower; CLIP feedback needs both")
+  tokenizer = Tokenizer(clip_dir)
+  side = model.config.vision.image_size
+  p, n = pictures_PN.shape[:2]
+  flat = pictures_PN.reshape(p * n, *pictures_PN.shape[2:])
+  if flat.shape[1] != side:
+    flat = np.stack([np.asarray(Image.fromarray(x).resize((side, side), Image.Resampling.BICUBIC)) for x in flat])
+  unit = lambda x: x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+  image = jnp.concatenate([unit(model.encode_image(clip_pixels(flat[i : i + 64]))) for i in range(0, len(flat), 64)])
+  _, text = model.encode_text(jnp.asarray(tokenizer(prompts)))
+  text = unit(text)
+  return np.asarray(jnp.sum(image.reshape(p, n, -1) * text[:, None], axis=-1))
+
+
+def select(how: str, scores_PN: np.ndarray | None, shape_PN: tuple[int, int], keep: int, seed: int) -> list[tuple]:
+  """(prompt, n) pairs kept: `keep` per prompt, at random or the best-scored."""
+  p, n = shape_PN
+  if not 1 <= keep <= n:
+    raise FeedbackError(f"--keep={keep} must be between 1 and --per_prompt={n}")
+  if how == "random":
+    rng = np.random.default_rng(seed)
+    return [(i, int(j)) for i in range(p) for j in sorted(rng.choice(n, keep, replace=False))]
+  if how == "clip":
+    return [(i, int(j)) for i in range(p) for j in sorted(np.argsort(-scores_PN[i], kind="stable")[:keep])]
+  raise FeedbackError(f"--select={how!r}; use one of {', '.join(SELECTIONS)}")
+
+
+# ----------------------------------------------------------------------------
+# Human selection: a local web page
+# ----------------------------------------------------------------------------
+
+
+def selection_page(entries: list[dict], style_phrase: str) -> str:
+  """The pool as one HTML form: a row per prompt, a checkbox under each picture."""
+  rows, prompt = [], None
+  for e in entries:
+    if e["prompt"] != prompt:
+      prompt = e["prompt"]
+      rows.append(f"</div><h3>{html.escape(prompt)}</h3><div class=row>")
+    rows.append(
+      f'<label><img src="pool/{e["file"]}" width=128 height=128><br>'
+      f'<input type=checkbox name=keep value="{e["file"]}"></label>'
+    )
+  return (
+    "<!doctype html><meta charset=utf-8><title>StyleDrop round 2</title>"
+    "<style>body{font-family:sans-serif;margin:2em} .row{display:flex;flex-wrap:wrap;gap:8px}"
+    "img{image-rendering:pixelated;border:1px solid #ccc} label{text-align:center}</style>"
+    f"<h2>Tick the pictures that show their prompt {html.escape(style_phrase)}</h2>"
+    "<p>The paper's people kept about 10 of a pool (PAPER.md section 5). Nothing is written until you press Save."
+    f"<form method=post action=/select><div>{''.join(rows)}</div>"
+    "<p><button type=submit>Save the ticked pictures</button></form>"
+  )
+
+
+def ask_human(out: Path, entries: list[dict], style_phrase: str, port: int, on_ready=print) -> list[str]:
+  """Serve the pool at http://127.0.0.1:port until a person saves a selection; return the ticked file names."""
+  page = selection_page(entries, style_phrase).encode()
+  known = {e["file"] for e in entries}
+  chosen: list[str] = []
+  done = threading.Event()
+
+  class Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args):  # no access log on the terminal
+      pass
+
+    def _send(self, code: int, body: bytes, kind: str = "text/html; charset=utf-8"):
+      self.send_response(code)
+      self.send_header("Content-Type", kind)
+      self.send_header("Content-Length", str(len(body)))
+      self.end_headers()
+      self.wfile.write(body)
+
+    def do_GET(self):
+      name = urllib.parse.unquote(self.path.lstrip("/"))
+      if name in ("", "index.html"):
+        self._send(200, page)
+      elif name.startswith("pool/") and name[5:] in known:
+        self._send(200, (out / name).read_bytes(), "image/png")
+      else:
+        self._send(404, b"not found")
+
+    def do_POST(self):
+      if self.path != "/select":
+        return self._send(404, b"not found")
+      form = urllib.parse.parse_qs(self.rfile.read(int(self.headers.get("Content-Length", 0))).decode())
+      ticked = [f for f in form.get("keep", []) if f in known]
+      if not ticked:
+        return self._send(400, b"<p>Nothing was ticked: go back, tick the good pictures and save again.")
+      chosen[:] = ticked
+      self._send(200, f"<p>Saved {len(ticked)} pictures. You can close this page.".encode())
+      done.set()
+
+  server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+  thread = threading.Thread(target=server.serve_forever, daemon=True)
+  thread.start()
+  on_ready(f"pick the good pictures at http://127.0.0.1:{server.server_address[1]}/ (Ctrl-C to stop)")
+  try:
+    done.wait()
+  finally:
+    server.shutdown()
+    server.server_close()
+  return chosen
+
+
+# ----------------------------------------------------------------------------
+# Files
+# ----------------------------------------------------------------------------
+
+
+def write_pool(out: Path, pictures_PN: np.ndarray, contents: list[str], style_phrase: str, scores_PN=None) -> list:
+  entries = []
+  for i, content in enumerate(contents):
+    for j, picture in enumerate(pictures_PN[i]):
+      name = f"p{i:02d}_{j:02d}.png"
+      images.save_png(picture, out / "pool" / name)
+      entry = {"file": name, "prompt": data.join_prompt(content, style_phrase), "content": content}
+      if scores_PN is not None:
+        entry["clip_score"] = round(float(scores_PN[i, j]), 4)
+      entries.append(entry)
+  weights.write_json(entries, out / "pool" / "pool.json")
+  p, n = pictures_PN.shape[:2]
+  images.save_png(images.grid(pictures_PN.reshape(p * n, *pictures_PN.shape[2:]), columns=n), out / "pool.png")
+  return entries
+
+
+def write_selected(out: Path, entries: list[dict], files: list[str], meta: dict) -> Path:
+  """selected/: the kept pictures, captions.txt and selection.json, swapped in whole (a killed run leaves the old)."""
+  by_file = {e["file"]: e for e in entries}
+  kept = [by_file[f] for f in files]
+  tmp = out / "selected.tmp"
+  shutil.rmtree(tmp, ignore_errors=True)
+  tmp.mkdir(parents=True)
+  for e in kept:
+    shutil.copyfile(out / "pool" / e["file"], tmp / e["file"])
+  (tmp / "captions.txt").write_text("".join(f"{e['file']}\t{e['content']}\n" for e in kept))
+  weights.write_json({**meta, "kept": kept}, tmp / "selection.json")
+  final = out / "selected"
+  if final.exists():
+    shutil.rmtree(final)
+  tmp.rename(final)
+  from PIL import Image  # noqa: PLC0415
+
+  pictures = np.stack([np.asarray(Image.open(final / e["file"]).convert("RGB")) for e in kept])
+  images.save_png(images.grid(pictures), out / "selected.png")
+  return final
+
+
+def run_feedback(
+  adapter: str,
+  out: Path,
+  *,
+  select_how: str,
+  base_model: str = "",
+  prompts_file: str = "",
+  per_prompt: int = 8,
+  keep: int = 1,
+  clip_model: str = "",
+  seed: int = 0,
+  port: int = 8765,
+  token_temperature: float = 1.0,
+  ask=ask_human,
+) -> Path:
+  """Draw the pool, select, write `out`; return the selected/ style-set folder."""
+  if select_how not in SELECTIONS:
+    raise FeedbackError(f"--select={select_how!r}; use one of {', '.join(SELECTIONS)}")
+  if select_how == "clip" and not clip_model:
+    raise FeedbackError("--select=clip needs --clip_model: a transformers CLIPModel directory with both towers")
+  if per_prompt < 1:
+    raise FeedbackError(f"--per_prompt={per_prompt} must be at least 1")
+  if token_temperature <= 0:
+    raise FeedbackError(f"--token_temperature={token_temperature} must be > 0 (1: diffusers' rule)")
+  base = check_model_dir(resolve_base_model(base_model))
+  if prompts_file:
+    path = Path(prompts_file).expanduser()
+    if not path.is_file():
+      raise FeedbackError(f"--prompts_file={path} does not exist; give a text file with one content prompt a line")
+    contents = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not contents:
+      raise FeedbackError(f"--prompts_file={path} holds no prompts; write one content prompt a line")
+  else:
+    contents = default_contents(base)
+  pipe = Pipeline.from_pretrained(base)
+  meta = pipe.load_adapter(adapter)
+  style_phrase = meta.get("style_phrase", "")
+  sample = meta.get("config", {}).get("sample")
+  if not sample:
+    raise FeedbackError(f"adapter {adapter} records no sampling settings (config.sample); export it with train")
+  sample = ml_collections.ConfigDict(sample)
+  sample.token_temperature = token_temperature  # the pool needs variety: near-greedy draws repeat one picture
+  pictures = draw_pool(pipe, contents, style_phrase, per_prompt, sample, seed)
+  scores = None
+  if select_how == "clip":
+    scores = clip_scores(Path(clip_model), pictures, [data.join_prompt(c, style_phrase) for c in contents])
+  entries = write_pool(out, pictures, contents, style_phrase, scores)
+  if select_how == "human":
+    files = ask(out, entries, style_phrase, port)
+  else:
+    pairs = select(select_how, scores, pictures.shape[:2], keep, seed)
+    files = [f"p{i:02d}_{j:02d}.png" for i, j in pairs]
+  record = {
+    "adapter": str(adapter),
+    "base_fingerprint": pipe.fingerprint,
+    "select": select_how,
+    "per_prompt": per_prompt,
+    "keep": keep,
+    "seed": seed,
+    "token_temperature": token_temperature,
+    "style_phrase": style_phrase,
+    "round1_style_images": meta.get("style_images", []),
+  }
+  return write_selected(out, entries, files, record)
+
+
+# ----------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string(
+  "adapter", "", "The round-1 adapter: an exported adapter.safetensors or a finished training workdir."
+)
+flags.DEFINE_string(
+  "base_model", "", "aMUSEd-layout model directory the adapter was trained on; empty = the embedded base."
+)
+flags.DEFINE_enum("select", "random", SELECTIONS, "How the pool is judged: random (the control), clip, human.")
+flags.DEFINE_string("clip_model", "", "--select=clip: a transformers CLIPModel directory (both towers + tokenizer).")
+flags.DEFINE_string(
+  "prompts_file", "", "Content prompts, one a line; default: the paper's 30 (30 scenes on the embedded base)."
+)
+flags.DEFINE_integer("per_prompt", 8, "Pictures drawn per prompt (the paper: 64).")
+flags.DEFINE_integer("keep", 1, "Pictures kept per prompt by random or clip selection (the paper: 1).")
+flags.DEFINE_integer("seed", 0, "Seed of the pool's decoding and of random selection.")
+flags.DEFINE_float(
+  "token_temperature",
+  1.0,
+  "Divides the logits the pool's tokens are drawn from (1: diffusers' rule); the adapter's other sampling settings "
+  "are kept. Near 0 every picture of a prompt comes out the same, and there is nothing to select from.",
+)
+flags.DEFINE_integer("port", 8765, "--select=human: the local web page's port (0 = any free one).")
+flags.DEFINE_string("out", "runs/feedback", "Output directory: pool/, pool.png, selected/, selected.png.")
+
+
+def main(argv):
+  del argv
+  if not FLAGS.adapter:
+    raise FeedbackError("--adapter is required: the round-1 adapter file or its training workdir")
+  selected = run_feedback(
+    FLAGS.adapter,
+    Path(FLAGS.out),
+    select_how=FLAGS.select,
+    base_model=FLAGS.base_model,
+    prompts_file=FLAGS.prompts_file,
+    per_prompt=FLAGS.per_prompt,
+    keep=FLAGS.keep,
+    clip_model=FLAGS.clip_model,
+    seed=FLAGS.seed,
+    port=FLAGS.port,
+    token_temperature=FLAGS.token_temperature,
+  )
+  record = json.loads((selected / "selection.json").read_text())
+  reference = ",".join(record["round1_style_images"][:1])
+  print(f"kept {len(record['kept'])} pictures in {selected}; round 2:")
+  print(
+    "  python -m muse_styledrop.train --config=configs/style_one_shot.py:round2 "
+    f"--config.style_images={selected} --config.style_descriptor='{record['style_phrase']}'"
+    + (f" --config.evaluate.reference={reference}" if reference else "")
+  )
+
+
+def entry():
+  from muse_styledrop.cli import run_main  # noqa: PLC0415
+
+  run_main(main)
+
+
+if __name__ == "__main__":
+  entry()

@@ -1,0 +1,141 @@
+"""Round 2 (muse_styledrop.feedback): the pool, the three selections, and the style set it hands the trainer."""
+
+import json
+import sys
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from configs import style_one_shot  # noqa: E402
+from muse_styledrop import data, feedback  # noqa: E402
+
+
+def round1_adapter(amused_dir, folder, phrase="in sks style"):
+  """A fresh round-1 adapter file with the metadata train writes (its sampling settings, 2 decoding steps)."""
+  from flax import nnx
+
+  from muse_styledrop import weights
+  from muse_styledrop.models.adapters import AdapterConfig, AdapterParam
+  from muse_styledrop.pipeline import Pipeline
+
+  pipe = Pipeline.from_pretrained(amused_dir)
+  pipe.transformer.attach_adapters(AdapterConfig(), nnx.Rngs(0))
+  sample = style_one_shot.get_config().sample.to_dict()
+  sample.update(steps=2)
+  meta = {
+    "base_fingerprint": pipe.fingerprint,
+    "adapter": {"hidden": 4},
+    "style_phrase": phrase,
+    "style_images": ["round1.png"],
+    "config": {"sample": sample},
+  }
+  weights.write_adapter(nnx.state(pipe.transformer, AdapterParam), meta, folder / "adapter")
+  return folder / "adapter.safetensors"
+
+
+@pytest.fixture(scope="module")
+def pool_run(amused_dir, tmp_path_factory):
+  tmp = tmp_path_factory.mktemp("feedback")
+  adapter = round1_adapter(amused_dir, tmp)
+  prompts = tmp / "prompts.txt"
+  prompts.write_text("a house\n\na cat on a mat\n")
+  out = tmp / "out"
+  selected = feedback.run_feedback(
+    str(adapter), out, select_how="random", base_model=str(amused_dir), prompts_file=str(prompts), per_prompt=3
+  )
+  return out, selected
+
+
+def test_random_feedback_writes_the_pool_and_a_style_set_the_trainer_reads(pool_run):
+  out, selected = pool_run
+  pool = json.loads((out / "pool" / "pool.json").read_text())
+  assert [e["prompt"] for e in pool] == ["a house in sks style"] * 3 + ["a cat on a mat in sks style"] * 3
+  pictures = np.stack([np.asarray(Image.open(out / "pool" / e["file"])) for e in pool])
+  assert not np.array_equal(pictures[0], pictures[1])  # token temperature 1: a prompt's pictures differ
+  style = data.resolve_style_set(str(selected), "", "in sks style")
+  assert [p.name[:3] for p in style.paths] == ["p00", "p01"]  # one kept per prompt
+  assert style.contents == ["a house", "a cat on a mat"]
+  record = json.loads((selected / "selection.json").read_text())
+  assert record["select"] == "random" and record["round1_style_images"] == ["round1.png"]
+  assert not (out / "selected.tmp").exists() and (out / "selected.png").is_file()
+
+
+def test_selection_keeps_the_best_scored_or_a_seeded_random_pick():
+  scores = np.asarray([[0.1, 0.9, 0.5], [0.7, 0.2, 0.8]])
+  assert feedback.select("clip", scores, (2, 3), 1, 0) == [(0, 1), (1, 2)]
+  assert feedback.select("clip", scores, (2, 3), 2, 0) == [(0, 1), (0, 2), (1, 0), (1, 2)]
+  picks = feedback.select("random", None, (2, 3), 2, seed=5)
+  assert picks == feedback.select("random", None, (2, 3), 2, seed=5) and len(picks) == 4
+  with pytest.raises(feedback.FeedbackError, match="--keep=4 must be between 1 and --per_prompt=3"):
+    feedback.select("random", None, (2, 3), 4, 0)
+
+
+def test_clip_scores_match_transformers_clip(tmp_path):
+  import reference
+  import torch
+
+  from muse_styledrop.models.clip import CLIP_MEAN, CLIP_STD
+  from muse_styledrop.tokenizer import Tokenizer
+
+  tok = reference.tokenizer(tmp_path / "clip")
+  torch_model = reference.clip_model(**reference.token_ids(tok))
+  torch_model.save_pretrained(tmp_path / "clip")
+  pictures = (np.random.default_rng(0).random((2, 3, 20, 20, 3)) * 255).astype(np.uint8)  # resized to 16
+  prompts = ["a red circle in sks style", "a blue star"]
+  ours = feedback.clip_scores(tmp_path / "clip", pictures, prompts)
+  small = np.stack([np.asarray(Image.fromarray(x).resize((16, 16), Image.Resampling.BICUBIC)) for x in pictures[0]])
+  small = np.concatenate([small, np.stack([np.asarray(Image.fromarray(x).resize((16, 16), 3)) for x in pictures[1]])])
+  pixels = torch.tensor(((small / 255.0 - CLIP_MEAN) / CLIP_STD).transpose(0, 3, 1, 2), dtype=torch.float32)
+  ids = torch.tensor(np.asarray(Tokenizer(tmp_path / "clip")(prompts)))
+  with torch.no_grad():
+    out = torch_model(input_ids=ids, pixel_values=pixels)
+  image, text = out.image_embeds.numpy().reshape(2, 3, -1), out.text_embeds.numpy()
+  np.testing.assert_allclose(ours, np.einsum("pnd,pd->pn", image, text), atol=1e-5)
+  with pytest.raises(feedback.FeedbackError, match="not a CLIP model directory"):
+    feedback.clip_scores(tmp_path, pictures, prompts)
+
+
+def test_human_selection_page_keeps_what_a_person_ticks(pool_run):
+  out, _ = pool_run
+  entries = json.loads((out / "pool" / "pool.json").read_text())
+  ready = threading.Event()
+  url = {}
+
+  def on_ready(message):
+    url["root"] = message.split(" at ")[1].split(" ")[0]
+    ready.set()
+
+  result = {}
+  thread = threading.Thread(
+    target=lambda: result.update(files=feedback.ask_human(out, entries, "in sks style", 0, on_ready=on_ready))
+  )
+  thread.start()
+  assert ready.wait(10)
+  page = urllib.request.urlopen(url["root"]).read().decode()
+  assert page.count("type=checkbox") == 6 and "a cat on a mat in sks style" in page
+  png = urllib.request.urlopen(url["root"] + "pool/p01_02.png").read()
+  assert png == (out / "pool" / "p01_02.png").read_bytes()
+  with pytest.raises(urllib.error.HTTPError):  # only the pool's files are served
+    urllib.request.urlopen(url["root"] + "pool/../selection.json")
+  with pytest.raises(urllib.error.HTTPError):  # nothing ticked: asked again
+    urllib.request.urlopen(url["root"] + "select", data=b"")
+  urllib.request.urlopen(url["root"] + "select", data=b"keep=p00_01.png&keep=p01_02.png&keep=evil.png")
+  thread.join(10)
+  assert result["files"] == ["p00_01.png", "p01_02.png"]
+
+
+def test_bad_requests_are_clear_errors_before_any_work(tmp_path):
+  with pytest.raises(feedback.FeedbackError, match="--select=clip needs --clip_model"):
+    feedback.run_feedback("a.safetensors", tmp_path, select_how="clip")
+  with pytest.raises(feedback.FeedbackError, match="use one of random, clip, human"):
+    feedback.run_feedback("a.safetensors", tmp_path, select_how="best")
+  with pytest.raises(feedback.FeedbackError, match="does not exist"):
+    feedback.run_feedback("a.safetensors", tmp_path, select_how="random", prompts_file=str(tmp_path / "no.txt"))
+  assert not any(tmp_path.iterdir())
