@@ -67,6 +67,16 @@ def test_random_feedback_writes_the_pool_and_a_style_set_the_trainer_reads(pool_
   assert not (out / "selected.tmp").exists() and (out / "selected.png").is_file()
 
 
+def test_round2_variant_is_the_papers_adapter_graded_on_round_1s_picture():
+  from muse_styledrop.models.adapters import AdapterConfig
+
+  c = style_one_shot.get_config("round2")
+  adapter = AdapterConfig(**c.adapter.to_dict())
+  assert (adapter.hidden, adapter.shared) == (32, False)
+  assert c.style_images == "runs/feedback/selected" and c.content_prompts == ""  # feedback's default --out
+  assert c.evaluate.reference == style_one_shot.REFERENCE["image"]
+
+
 def test_selection_keeps_the_best_scored_or_a_seeded_random_pick():
   scores = np.asarray([[0.1, 0.9, 0.5], [0.7, 0.2, 0.8]])
   assert feedback.select("clip", scores, (2, 3), 1, 0) == [(0, 1), (1, 2)]

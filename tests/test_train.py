@@ -240,7 +240,7 @@ def test_full_size_round1_adapter_file_is_small_and_holds_no_base_weight(tmp_pat
   assert set(tensors) == {f"adapters.{site}.{w}" for site in ("attn2", "ff") for w in ("wd", "wu", "dd", "du")}
 
 
-@pytest.mark.parametrize("case", ["missing", "corrupt", "empty", "count", "no_style_phrase"])
+@pytest.mark.parametrize("case", ["missing", "corrupt", "empty", "count", "no_style_phrase", "no_reference"])
 def test_bad_style_input_is_a_clear_error_and_writes_nothing(amused_dir, style_image, tmp_path, case):
   from muse_styledrop.data import StyleSetError
   from muse_styledrop.images import ImageError
@@ -256,8 +256,10 @@ def test_bad_style_input_is_a_clear_error_and_writes_nothing(amused_dir, style_i
     c.style_images, error, match = " , ", StyleSetError, "style set is empty"
   elif case == "count":
     c.content_prompts, error, match = "a house|a cat", StyleSetError, "2 content prompt"
-  else:
+  elif case == "no_style_phrase":
     c.style_descriptor, error, match = "  ", StyleSetError, "style phrase is empty"
+  else:  # round 2 grades on round 1's picture: a typo there must not wait for the end of training
+    c.evaluate.reference, error, match = str(tmp_path / "round1.png"), FileNotFoundError, "evaluate.reference="
   with pytest.raises(error, match=match):
     train.train_and_evaluate(c, tmp_path / "run")
   assert not (tmp_path / "run").exists()
