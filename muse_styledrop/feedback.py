@@ -6,7 +6,8 @@ r"""StyleDrop round 2: a pool of the round-1 adapter's own pictures, the good on
 
 The pool (PAPER.md section 5): --per_prompt pictures of each content prompt,
 the adapter's style phrase appended, drawn with the StyleDrop guidance the
-adapter was trained with. The content prompts are the paper's 30 on a real
+adapter was trained with (--lambda_a overrides its weight), at token
+temperature 1 and confidence noise 2 -> 0 for variety. The content prompts are the paper's 30 on a real
 base, 30 shapes-world scenes on the embedded one, or one per line of
 --prompts_file. The selection keeps --keep pictures of each prompt:
 - random: drawn at random (the paper's control);
@@ -280,6 +281,8 @@ def run_feedback(
   seed: int = 0,
   port: int = 8765,
   token_temperature: float = 1.0,
+  temperature: tuple[float, float] = (2.0, 0.0),
+  lambda_a: float | None = None,
   ask=ask_human,
 ) -> Path:
   """Draw the pool, select, write `out`; return the selected/ style-set folder."""
@@ -289,6 +292,8 @@ def run_feedback(
     raise FeedbackError("--select=clip needs --clip_model: a transformers CLIPModel directory with both towers")
   if per_prompt < 1:
     raise FeedbackError(f"--per_prompt={per_prompt} must be at least 1")
+  if len(temperature) != 2:
+    raise FeedbackError(f"--temperature={','.join(map(str, temperature))}: give two numbers, start,end")
   if token_temperature <= 0:
     raise FeedbackError(f"--token_temperature={token_temperature} must be > 0 (1: diffusers' rule)")
   base = check_model_dir(resolve_base_model(base_model))
@@ -308,7 +313,10 @@ def run_feedback(
   if not sample:
     raise FeedbackError(f"adapter {adapter} records no sampling settings (config.sample); export it with train")
   sample = ml_collections.ConfigDict(sample)
-  sample.token_temperature = token_temperature  # the pool needs variety: near-greedy draws repeat one picture
+  # The pool needs variety (near-greedy draws repeat one picture) and may favour content over style (lambda_a).
+  sample.token_temperature, sample.temperature = token_temperature, tuple(temperature)
+  if lambda_a is not None:
+    sample.lambda_a, sample.lambda_a_end = lambda_a, None
   pictures = draw_pool(pipe, contents, style_phrase, per_prompt, sample, seed)
   scores = None
   if select_how == "clip":
@@ -327,6 +335,8 @@ def run_feedback(
     "keep": keep,
     "seed": seed,
     "token_temperature": token_temperature,
+    "temperature": list(temperature),
+    "lambda_a": sample.lambda_a,
     "style_phrase": style_phrase,
     "round1_style_images": meta.get("style_images", []),
   }
@@ -358,6 +368,8 @@ flags.DEFINE_float(
   "Divides the logits the pool's tokens are drawn from (1: diffusers' rule); the adapter's other sampling settings "
   "are kept. Near 0 every picture of a prompt comes out the same, and there is nothing to select from.",
 )
+flags.DEFINE_list("temperature", ["2.0", "0.0"], "The pool's confidence noise start,end (linear annealing): variety.")
+flags.DEFINE_float("lambda_a", None, "The pool's StyleDrop adapter guidance; default: the adapter's own.")
 flags.DEFINE_integer("port", 8765, "--select=human: the local web page's port (0 = any free one).")
 flags.DEFINE_string("out", "runs/feedback", "Output directory: pool/, pool.png, selected/, selected.png.")
 
@@ -378,6 +390,8 @@ def main(argv):
     seed=FLAGS.seed,
     port=FLAGS.port,
     token_temperature=FLAGS.token_temperature,
+    temperature=tuple(float(t) for t in FLAGS.temperature),
+    lambda_a=FLAGS.lambda_a,
   )
   record = json.loads((selected / "selection.json").read_text())
   reference = ",".join(record["round1_style_images"][:1])
