@@ -348,30 +348,35 @@ def run_feedback(
 # ----------------------------------------------------------------------------
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string(
-  "adapter", "", "The round-1 adapter: an exported adapter.safetensors or a finished training workdir."
-)
-flags.DEFINE_string(
-  "base_model", "", "aMUSEd-layout model directory the adapter was trained on; empty = the embedded base."
-)
-flags.DEFINE_enum("select", "random", SELECTIONS, "How the pool is judged: random (the control), clip, human.")
-flags.DEFINE_string("clip_model", "", "--select=clip: a transformers CLIPModel directory (both towers + tokenizer).")
-flags.DEFINE_string(
-  "prompts_file", "", "Content prompts, one a line; default: the paper's 30 (30 scenes on the embedded base)."
-)
-flags.DEFINE_integer("per_prompt", 8, "Pictures drawn per prompt (the paper: 64).")
-flags.DEFINE_integer("keep", 1, "Pictures kept per prompt by random or clip selection (the paper: 1).")
-flags.DEFINE_integer("seed", 0, "Seed of the pool's decoding and of random selection.")
-flags.DEFINE_float(
-  "token_temperature",
-  1.0,
-  "Divides the logits the pool's tokens are drawn from (1: diffusers' rule); the adapter's other sampling settings "
-  "are kept. Near 0 every picture of a prompt comes out the same, and there is nothing to select from.",
-)
-flags.DEFINE_list("temperature", ["2.0", "0.0"], "The pool's confidence noise start,end (linear annealing): variety.")
-flags.DEFINE_float("lambda_a", None, "The pool's StyleDrop adapter guidance; default: the adapter's own.")
-flags.DEFINE_integer("port", 8765, "--select=human: the local web page's port (0 = any free one).")
-flags.DEFINE_string("out", "runs/feedback", "Output directory: pool/, pool.png, selected/, selected.png.")
+
+
+def define_flags() -> None:
+  """The command's flags, defined when it runs (importing this module defines none, so it imports beside other
+  commands, as the tests do)."""
+  flags.DEFINE_string(
+    "adapter", "", "The round-1 adapter: an exported adapter.safetensors or a finished training workdir."
+  )
+  flags.DEFINE_string(
+    "base_model", "", "aMUSEd-layout model directory the adapter was trained on; empty = the embedded base."
+  )
+  flags.DEFINE_enum("select", "random", SELECTIONS, "How the pool is judged: random (the control), clip, human.")
+  flags.DEFINE_string("clip_model", "", "--select=clip: a transformers CLIPModel directory (both towers + tokenizer).")
+  flags.DEFINE_string(
+    "prompts_file", "", "Content prompts, one a line; default: the paper's 30 (30 scenes on the embedded base)."
+  )
+  flags.DEFINE_integer("per_prompt", 8, "Pictures drawn per prompt (the paper: 64).")
+  flags.DEFINE_integer("keep", 1, "Pictures kept per prompt by random or clip selection (the paper: 1).")
+  flags.DEFINE_integer("seed", 0, "Seed of the pool's decoding and of random selection.")
+  flags.DEFINE_float(
+    "token_temperature",
+    1.0,
+    "Divides the logits the pool's tokens are drawn from (1: diffusers' rule); the adapter's other sampling settings "
+    "are kept. Near 0 every picture of a prompt comes out the same, and there is nothing to select from.",
+  )
+  flags.DEFINE_list("temperature", ["2.0", "0.0"], "The pool's confidence noise start,end (linear annealing): variety.")
+  flags.DEFINE_float("lambda_a", None, "The pool's StyleDrop adapter guidance; default: the adapter's own.")
+  flags.DEFINE_integer("port", 8765, "--select=human: the local web page's port (0 = any free one).")
+  flags.DEFINE_string("out", "runs/feedback", "Output directory: pool/, pool.png, selected/, selected.png.")
 
 
 def main(argv):
@@ -406,6 +411,7 @@ def main(argv):
 def entry():
   from muse_styledrop.cli import run_main  # noqa: PLC0415
 
+  define_flags()
   run_main(main)
 
 

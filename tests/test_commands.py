@@ -100,3 +100,12 @@ def test_sample_image_to_image(amused_dir, tmp_path):
   )
   assert result.returncode == 0, result.stderr
   assert (tmp_path / "out" / "image_000.png").exists()
+
+
+def test_feedback_command_reports_a_bad_request_in_one_line(tmp_path):
+  result = run("muse_styledrop.feedback", "--adapter=x.safetensors", "--select=clip", f"--out={tmp_path / 'fb'}")
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1] == (
+    "error: --select=clip needs --clip_model: a transformers CLIPModel directory with both towers"
+  )
+  assert not (tmp_path / "fb").exists()
