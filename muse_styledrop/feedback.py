@@ -23,6 +23,7 @@ selection.json. selected/ is written whole or not at all.
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import shutil
@@ -31,12 +32,10 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import flags
-from tqdm import tqdm
 
 from muse_styledrop import data, images, sampling, weights
 from muse_styledrop.pipeline import EMBEDDED_BASE, Pipeline, check_model_dir, resolve_base_model
@@ -76,33 +75,27 @@ def default_contents(base: Path, count: int = 30) -> list[str]:
   return list(PAPER_PROMPTS)
 
 
+def pool_file(prompt: int, n: int) -> str:
+  return f"p{prompt:02d}_{n:02d}.png"
+
+
 def draw_pool(
   pipe: Pipeline, contents: list[str], style_phrase: str, per_prompt: int, sample, seed: int, batch: int = 32
 ) -> np.ndarray:
   """uint8 pictures [prompt, n, H, W, 3]: `per_prompt` of each content + style phrase, with the loaded adapter's
-  StyleDrop guidance (`sample`: a training config's sample block). Every batch has the same size (the last is
-  padded), so the sampler compiles once."""
+  StyleDrop guidance (`sample`: a training config's sample block)."""
   prompts = [data.join_prompt(c, style_phrase) for c in contents for _ in range(per_prompt)]
-  batch = min(batch, len(prompts))
-  side = pipe.transformer.config.sample_size
-  out = []
-  for start in tqdm(range(0, len(prompts), batch), desc="pool", unit="batch", dynamic_ncols=True):
-    chunk = prompts[start : start + batch]
-    padded = chunk + [chunk[-1]] * (batch - len(chunk))
-    text, pooled = pipe.encode_prompts(padded)
-    neg_text, neg_pooled = pipe.encode_prompts([sample.negative_prompt] * batch)
-    micro = pipe.micro_conds(batch, side * pipe.downscale, side * pipe.downscale)
-    passes = sampling.styledrop_from_config(sample, text, pooled, neg_text, neg_pooled, micro)
-    tokens = pipe.sampler(
-      passes,
-      jax.random.fold_in(jax.random.key(seed), start),
-      (side, side),
-      num_steps=sample.steps,
-      temperature=tuple(sample.temperature),
-      token_temperature=sample.get("token_temperature", 1.0),
-    )
-    out.append(pipe.decode_tokens(tokens)[: len(chunk)])
-  pictures = np.concatenate(out)
+  pictures = pipe.draw(
+    prompts,
+    functools.partial(sampling.styledrop_from_config, sample),
+    seed=seed,
+    steps=sample.steps,
+    temperature=tuple(sample.temperature),
+    token_temperature=sample.token_temperature,
+    negative_prompt=sample.negative_prompt,
+    batch=batch,
+    progress="pool",
+  )
   return pictures.reshape(len(contents), per_prompt, *pictures.shape[1:])
 
 
@@ -234,7 +227,7 @@ def write_pool(out: Path, pictures_PN: np.ndarray, contents: list[str], style_ph
   entries = []
   for i, content in enumerate(contents):
     for j, picture in enumerate(pictures_PN[i]):
-      name = f"p{i:02d}_{j:02d}.png"
+      name = pool_file(i, j)
       images.save_png(picture, out / "pool" / name)
       entry = {"file": name, "prompt": data.join_prompt(content, style_phrase), "content": content}
       if scores_PN is not None:
@@ -326,7 +319,7 @@ def run_feedback(
     files = ask(out, entries, style_phrase, port)
   else:
     pairs = select(select_how, scores, pictures.shape[:2], keep, seed)
-    files = [f"p{i:02d}_{j:02d}.png" for i, j in pairs]
+    files = [pool_file(i, j) for i, j in pairs]
   record = {
     "adapter": str(adapter),
     "base_fingerprint": pipe.fingerprint,

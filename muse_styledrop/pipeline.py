@@ -131,6 +131,47 @@ class Pipeline:
       self._sampler = Sampler(self.transformer, self.mask_token_id)
     return self._sampler
 
+  def draw(
+    self,
+    prompts: list[str],
+    make_passes,
+    *,
+    seed: int,
+    steps: int,
+    temperature: tuple[float, float],
+    token_temperature: float,
+    negative_prompt: str = "",
+    batch: int = 64,
+    progress: str = "",
+  ) -> np.ndarray:
+    """uint8 pictures of `prompts`, `batch` at a time (the last padded, so the sampler compiles once).
+
+    `make_passes(text, pooled, neg_text, neg_pooled, micro)` builds each batch's guidance (e.g.
+    sampling.classifier_free or sampling.styledrop); the batch starting at prompt i draws with key seed + i.
+    `progress` names a progress bar over the batches (none when empty).
+    """
+    from tqdm import tqdm  # noqa: PLC0415
+
+    batch = min(batch, len(prompts))
+    side = self.transformer.config.sample_size
+    out = []
+    for i in tqdm(range(0, len(prompts), batch), desc=progress, unit="batch", disable=not progress):
+      chunk = prompts[i : i + batch]
+      padded = chunk + [chunk[-1]] * (batch - len(chunk))
+      text, pooled = self.encode_prompts(padded)
+      neg_text, neg_pooled = self.encode_prompts([negative_prompt] * batch)
+      micro = self.micro_conds(batch, side * self.downscale, side * self.downscale)
+      tokens = self.sampler(
+        make_passes(text, pooled, neg_text, neg_pooled, micro),
+        jax.random.key(seed + i),
+        (side, side),
+        num_steps=steps,
+        temperature=temperature,
+        token_temperature=token_temperature,
+      )
+      out.append(self.decode_tokens(tokens)[: len(chunk)])
+    return np.concatenate(out)
+
   # -- adapters ---------------------------------------------------------------
 
   def load_adapter(self, path: str | Path) -> dict:

@@ -173,25 +173,18 @@ def sample(
   """Pictures of `prompts` from the base with classifier-free guidance (empty negative prompt)."""
   from muse_styledrop import sampling  # noqa: PLC0415
 
-  side = pipe.transformer.config.sample_size
-  out = []
-  for i in range(0, len(prompts), batch):
-    chunk = prompts[i : i + batch]
-    chunk = chunk + [chunk[-1]] * (batch - len(chunk)) if len(prompts) > batch else chunk
-    text, pooled = pipe.encode_prompts(chunk)
-    neg_text, neg_pooled = pipe.encode_prompts([""] * len(chunk))
-    micro = pipe.micro_conds(len(chunk), side * pipe.downscale, side * pipe.downscale)
-    passes = sampling.classifier_free(text, pooled, neg_text, neg_pooled, micro, guidance)
-    tokens = pipe.sampler(
-      passes,
-      jax.random.key(seed + i),
-      (side, side),
-      num_steps=steps,
-      temperature=temperature,
-      token_temperature=token_temperature,
-    )
-    out.append(pipe.decode_tokens(tokens)[: len(prompts[i : i + batch])])
-  return np.concatenate(out)
+  def passes(text, pooled, neg_text, neg_pooled, micro):
+    return sampling.classifier_free(text, pooled, neg_text, neg_pooled, micro, guidance)
+
+  return pipe.draw(
+    prompts,
+    passes,
+    seed=seed,
+    steps=steps,
+    temperature=temperature,
+    token_temperature=token_temperature,
+    batch=batch,
+  )
 
 
 # name: (classifier-free guidance scale, confidence temperature start/end, token temperature). aMUSEd's defaults,
