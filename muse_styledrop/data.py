@@ -7,7 +7,8 @@ content and style come apart (PAPER.md section 3).
 Images of any size and mode become RGB squares at the model's resolution:
 the shorter side is resized to the resolution (bicubic), then the centre is
 cropped (images.load_image). Augmentation, when on, adds a horizontal flip
-and random crops (80-100% of the side) of every image; all versions are
+and random crops (80-100% of the side) of every image, and optionally
+hue-turned copies captioned with the style phrase alone; all versions are
 tokenised once, up front, and stay on device.
 """
 
@@ -112,13 +113,28 @@ def resolve_style_set(
   return StyleSet(paths, contents, style_descriptor.strip())
 
 
-def augmented_images(style: StyleSet, resolution: int, augment: bool, crops: int, seed: int):
-  """(images_NHWC in [0, 1], image index per version): each image, its flip, and random crops."""
+def rotate_hue(image_HWC: np.ndarray, turn: float) -> np.ndarray:
+  """An RGB picture in [0, 1] with every hue turned by `turn` of the colour wheel (saturation and value kept)."""
+  hsv = np.asarray(Image.fromarray((image_HWC * 255).round().astype(np.uint8)).convert("HSV")).copy()
+  hsv[..., 0] = (hsv[..., 0].astype(np.int32) + int(round(turn * 256))) % 256
+  return np.asarray(Image.fromarray(hsv, "HSV").convert("RGB"), np.float32) / 255.0
+
+
+def augmented_images(style: StyleSet, resolution: int, augment: bool, crops: int, seed: int, hues: int = 0):
+  """(images_NHWC in [0, 1], prompt index per version): each image, its flip, and random crops.
+
+  With `hues` = k, also k copies of each image with its hues turned evenly round the colour wheel; their colours no
+  longer match the content text, so they index one more prompt, the style phrase alone (len(style.paths)).
+  """
   rng = np.random.default_rng(seed)
   out, index = [], []
   for i, path in enumerate(style.paths):
     base = load_image(path, resolution)
     versions = [base]
+    if augment and hues:
+      turned = [rotate_hue(base, k / (hues + 1)) for k in range(1, hues + 1)]
+      out += turned
+      index += [len(style.paths)] * hues
     if augment:
       versions.append(base[:, ::-1])
       big = load_image(path, int(resolution * 1.25))

@@ -278,6 +278,39 @@ def test_style_folder_with_captions(tmp_path, style_image):
   assert style.prompts == ["a cat in stripes style", "a house in stripes style"]
 
 
+def test_rotate_hue_turns_colours_and_keeps_greys():
+  from muse_styledrop.data import rotate_hue
+
+  x = np.zeros((2, 2, 3), np.float32)
+  x[0, 0] = (1, 0, 0)  # red
+  x[0, 1] = (0.5, 0.5, 0.5)  # grey has no hue
+  x[1] = 1.0  # white
+  third = rotate_hue(x, 1 / 3)
+  np.testing.assert_allclose(third[0, 0], (0, 1, 0), atol=0.02)  # red -> green
+  np.testing.assert_allclose(third[0, 1:], x[0, 1:], atol=0.01)
+  np.testing.assert_allclose(third[1], x[1], atol=0.01)
+  np.testing.assert_allclose(rotate_hue(x, 1.0), x, atol=0.01)  # a whole turn
+
+
+def test_hue_copies_are_captioned_with_the_style_phrase_alone(amused_dir, style_image):
+  from muse_styledrop.data import augmented_images, resolve_style_set
+
+  style = resolve_style_set(f"{style_image},{style_image}", "a cat|a dog", "in stripes style")
+  plain, plain_index = augmented_images(style, 32, True, 2, 0)
+  pictures, index = augmented_images(style, 32, True, 2, 0, hues=3)
+  assert len(pictures) == len(plain) + 2 * 3
+  turned = pictures[index == 2]  # the third prompt: the phrase alone
+  assert len(turned) == 6 and not any(np.allclose(t, plain[0], atol=0.05) for t in turned)
+  np.testing.assert_array_equal(pictures[index < 2], plain)  # the other versions are unchanged, in order
+  np.testing.assert_array_equal(index[index < 2], plain_index)
+  c = config_for(amused_dir, style_image)
+  c.augment.hues = 3
+  d = train.encode_style(Pipeline.from_pretrained(amused_dir), style, c)
+  assert d.text_ITD.shape[0] == 3 and int(d.image_N.max()) == 2
+  phrase_text, _ = Pipeline.from_pretrained(amused_dir).encode_prompts(["in stripes style"])
+  np.testing.assert_allclose(d.text_ITD[2], phrase_text[0], atol=1e-5)
+
+
 def test_unknown_config_key_is_one_line_and_nonzero(tmp_path):
   result = subprocess.run(
     [
