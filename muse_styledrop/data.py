@@ -120,12 +120,17 @@ def rotate_hue(image_HWC: np.ndarray, turn: float) -> np.ndarray:
   return np.asarray(Image.fromarray(hsv, "HSV").convert("RGB"), np.float32) / 255.0
 
 
-def augmented_images(style: StyleSet, resolution: int, augment: bool, crops: int, seed: int, hues: int = 0):
+def augmented_images(
+  style: StyleSet, resolution: int, augment: bool, crops: int, seed: int, hues: int = 0, hue_caption: str = "phrase"
+):
   """(images_NHWC in [0, 1], prompt index per version): each image, its flip, and random crops.
 
-  With `hues` = k, also k copies of each image with its hues turned evenly round the colour wheel; their colours no
-  longer match the content text, so they index one more prompt, the style phrase alone (len(style.paths)).
+  With `hues` = k, also k copies of each image with its hues turned evenly round the colour wheel. Their colours no
+  longer match the content text, so with hue_caption 'phrase' they index one more prompt, the style phrase alone
+  (len(style.paths)); with 'content' they keep their image's prompt.
   """
+  if hue_caption not in ("phrase", "content"):
+    raise StyleSetError(f"augment.hue_caption={hue_caption!r}: use 'phrase' or 'content'")
   rng = np.random.default_rng(seed)
   out, index = [], []
   for i, path in enumerate(style.paths):
@@ -134,7 +139,7 @@ def augmented_images(style: StyleSet, resolution: int, augment: bool, crops: int
     if augment and hues:
       turned = [rotate_hue(base, k / (hues + 1)) for k in range(1, hues + 1)]
       out += turned
-      index += [len(style.paths)] * hues
+      index += [len(style.paths) if hue_caption == "phrase" else i] * hues
     if augment:
       versions.append(base[:, ::-1])
       big = load_image(path, int(resolution * 1.25))

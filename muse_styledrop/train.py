@@ -177,12 +177,12 @@ def adapter_config(config) -> AdapterConfig:
 
 def encode_style(pipe: Pipeline, style: data.StyleSet, config) -> StyleData:
   side = pipe.transformer.config.sample_size * pipe.downscale
-  hues = config.augment.get("hues", 0)
+  hues, hue_caption = config.augment.get("hues", 0), config.augment.get("hue_caption", "phrase")
   pictures, image_index = data.augmented_images(
-    style, side, config.augment.enabled, config.augment.crops, config.seed, hues=hues
+    style, side, config.augment.enabled, config.augment.crops, config.seed, hues=hues, hue_caption=hue_caption
   )
   tokens = jnp.concatenate([pipe.encode_images(pictures[i : i + 8]) for i in range(0, len(pictures), 8)])
-  text, pooled = pipe.encode_prompts(style.prompts + ([style.style_phrase] if hues else []))
+  text, pooled = pipe.encode_prompts(style.prompts + ([style.style_phrase] if hues and hue_caption == "phrase" else []))
   empty_text, empty_pooled = pipe.encode_prompts([""])
   return StyleData(
     tokens, jnp.asarray(image_index), text, pooled, empty_text[0], empty_pooled[0], pipe.micro_conds(1, side, side)[0]

@@ -293,7 +293,7 @@ def test_rotate_hue_turns_colours_and_keeps_greys():
 
 
 def test_hue_copies_are_captioned_with_the_style_phrase_alone(amused_dir, style_image):
-  from muse_styledrop.data import augmented_images, resolve_style_set
+  from muse_styledrop.data import StyleSetError, augmented_images, resolve_style_set
 
   style = resolve_style_set(f"{style_image},{style_image}", "a cat|a dog", "in stripes style")
   plain, plain_index = augmented_images(style, 32, True, 2, 0)
@@ -309,6 +309,11 @@ def test_hue_copies_are_captioned_with_the_style_phrase_alone(amused_dir, style_
   assert d.text_ITD.shape[0] == 3 and int(d.image_N.max()) == 2
   phrase_text, _ = Pipeline.from_pretrained(amused_dir).encode_prompts(["in stripes style"])
   np.testing.assert_allclose(d.text_ITD[2], phrase_text[0], atol=1e-5)
+  kept, kept_index = augmented_images(style, 32, True, 2, 0, hues=3, hue_caption="content")
+  np.testing.assert_array_equal(kept, pictures)
+  assert list(kept_index) == [0] * 7 + [1] * 7  # each copy keeps its own image's prompt
+  with pytest.raises(StyleSetError, match="hue_caption='colour'"):
+    augmented_images(style, 32, True, 2, 0, hues=3, hue_caption="colour")
 
 
 def test_unknown_config_key_is_one_line_and_nonzero(tmp_path):
