@@ -48,8 +48,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.steps_per_call = 10  # optimizer steps per jitted call (one host round trip)
   c.seed = 0
   c.text_dropout = 0.0
-  # hues=k: k hue-turned copies of each image, captioned with the style phrase alone (docs/training.md); off: on the
-  # embedded base they teach halftone's dots in other colours (0% -> 21%) and cost mosaic (92% -> 75%).
+  # hues=k: k hue-turned copies of each image, captioned with the style phrase alone or ('content') their image's
+  # text (docs/training.md); off: on the embedded base they teach halftone's dots in other colours (0% -> 21%) and
+  # cost mosaic (92% -> 75%).
   c.augment = dict(enabled=True, crops=2, hues=0, hue_caption="phrase")
   c.mesh = dict(data=-1, fsdp=1, model=1)
   c.distributed = False  # True on a multi-host pod: jax.distributed.initialize() first
