@@ -8,7 +8,8 @@ Images of any size and mode become RGB squares at the model's resolution:
 the shorter side is resized to the resolution (bicubic), then the centre is
 cropped (images.load_image). Augmentation, when on, adds a horizontal flip
 and random crops (80-100% of the side) of every image, and optionally
-hue-turned copies captioned with the style phrase alone; all versions are
+hue-turned copies (captioned with the style phrase alone, or their own
+content text); all versions are
 tokenised once, up front, and stay on device.
 """
 
@@ -131,6 +132,8 @@ def augmented_images(
   """
   if hue_caption not in ("phrase", "content"):
     raise StyleSetError(f"augment.hue_caption={hue_caption!r}: use 'phrase' or 'content'")
+  if hues < 0:
+    raise StyleSetError(f"augment.hues={hues}: the number of hue-turned copies per image must be 0 or more")
   rng = np.random.default_rng(seed)
   out, index = [], []
   for i, path in enumerate(style.paths):

@@ -240,7 +240,9 @@ def test_full_size_round1_adapter_file_is_small_and_holds_no_base_weight(tmp_pat
   assert set(tensors) == {f"adapters.{site}.{w}" for site in ("attn2", "ff") for w in ("wd", "wu", "dd", "du")}
 
 
-@pytest.mark.parametrize("case", ["missing", "corrupt", "empty", "count", "no_style_phrase", "no_reference"])
+@pytest.mark.parametrize(
+  "case", ["missing", "corrupt", "empty", "count", "no_style_phrase", "hue_caption", "hues", "no_reference"]
+)
 def test_bad_style_input_is_a_clear_error_and_writes_nothing(amused_dir, style_image, tmp_path, case):
   from muse_styledrop.data import StyleSetError
   from muse_styledrop.images import ImageError
@@ -258,6 +260,10 @@ def test_bad_style_input_is_a_clear_error_and_writes_nothing(amused_dir, style_i
     c.content_prompts, error, match = "a house|a cat", StyleSetError, "2 content prompt"
   elif case == "no_style_phrase":
     c.style_descriptor, error, match = "  ", StyleSetError, "style phrase is empty"
+  elif case == "hue_caption":
+    c.augment.hue_caption, error, match = "colour", StyleSetError, "hue_caption='colour'"
+  elif case == "hues":
+    c.augment.hues, error, match = -2, StyleSetError, "augment.hues=-2"
   else:  # round 2 grades on round 1's picture: a typo there must not wait for the end of training
     c.evaluate.reference, error, match = str(tmp_path / "round1.png"), FileNotFoundError, "evaluate.reference="
   with pytest.raises(error, match=match):
@@ -292,8 +298,8 @@ def test_rotate_hue_turns_colours_and_keeps_greys():
   np.testing.assert_allclose(rotate_hue(x, 1.0), x, atol=0.01)  # a whole turn
 
 
-def test_hue_copies_are_captioned_with_the_style_phrase_alone(amused_dir, style_image):
-  from muse_styledrop.data import StyleSetError, augmented_images, resolve_style_set
+def test_hue_copies_are_captioned_with_the_phrase_alone_or_their_own_content(amused_dir, style_image):
+  from muse_styledrop.data import augmented_images, resolve_style_set
 
   style = resolve_style_set(f"{style_image},{style_image}", "a cat|a dog", "in stripes style")
   plain, plain_index = augmented_images(style, 32, True, 2, 0)
@@ -312,8 +318,6 @@ def test_hue_copies_are_captioned_with_the_style_phrase_alone(amused_dir, style_
   kept, kept_index = augmented_images(style, 32, True, 2, 0, hues=3, hue_caption="content")
   np.testing.assert_array_equal(kept, pictures)
   assert list(kept_index) == [0] * 7 + [1] * 7  # each copy keeps its own image's prompt
-  with pytest.raises(StyleSetError, match="hue_caption='colour'"):
-    augmented_images(style, 32, True, 2, 0, hues=3, hue_caption="colour")
 
 
 def test_unknown_config_key_is_one_line_and_nonzero(tmp_path):
