@@ -154,13 +154,13 @@ class Pipeline:
 
     batch = min(batch, len(prompts))
     side = self.transformer.config.sample_size
+    neg_text, neg_pooled = self.encode_prompts([negative_prompt] * batch)  # the same for every batch
+    micro = self.micro_conds(batch, side * self.downscale, side * self.downscale)
     out = []
     for i in tqdm(range(0, len(prompts), batch), desc=progress, unit="batch", disable=not progress):
       chunk = prompts[i : i + batch]
       padded = chunk + [chunk[-1]] * (batch - len(chunk))
       text, pooled = self.encode_prompts(padded)
-      neg_text, neg_pooled = self.encode_prompts([negative_prompt] * batch)
-      micro = self.micro_conds(batch, side * self.downscale, side * self.downscale)
       tokens = self.sampler(
         make_passes(text, pooled, neg_text, neg_pooled, micro),
         jax.random.key(seed + i),

@@ -177,12 +177,13 @@ def adapter_config(config) -> AdapterConfig:
 
 def encode_style(pipe: Pipeline, style: data.StyleSet, config) -> StyleData:
   side = pipe.transformer.config.sample_size * pipe.downscale
-  hues, hue_caption = config.augment.get("hues", 0), config.augment.get("hue_caption", "phrase")
+  a = config.augment
   pictures, image_index = data.augmented_images(
-    style, side, config.augment.enabled, config.augment.crops, config.seed, hues=hues, hue_caption=hue_caption
+    style, side, a.enabled, a.crops, config.seed, hues=a.get("hues", 0), hue_caption=a.get("hue_caption", "phrase")
   )
   tokens = jnp.concatenate([pipe.encode_images(pictures[i : i + 8]) for i in range(0, len(pictures), 8)])
-  text, pooled = pipe.encode_prompts(style.prompts + ([style.style_phrase] if hues and hue_caption == "phrase" else []))
+  phrase_alone = image_index.max() == len(style.paths)  # hue copies captioned with the phrase index one more prompt
+  text, pooled = pipe.encode_prompts(style.prompts + ([style.style_phrase] if phrase_alone else []))
   empty_text, empty_pooled = pipe.encode_prompts([""])
   return StyleData(
     tokens, jnp.asarray(image_index), text, pooled, empty_text[0], empty_pooled[0], pipe.micro_conds(1, side, side)[0]

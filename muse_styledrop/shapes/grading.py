@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import jax
@@ -173,12 +174,9 @@ def sample(
   """Pictures of `prompts` from the base with classifier-free guidance (empty negative prompt)."""
   from muse_styledrop import sampling  # noqa: PLC0415
 
-  def passes(text, pooled, neg_text, neg_pooled, micro):
-    return sampling.classifier_free(text, pooled, neg_text, neg_pooled, micro, guidance)
-
   return pipe.draw(
     prompts,
-    passes,
+    functools.partial(sampling.classifier_free, scale=guidance),
     seed=seed,
     steps=steps,
     temperature=temperature,
