@@ -7,8 +7,8 @@ r"""StyleDrop on every held-out style of the shapes world: the README's main run
   python benchmarks/held_out_styles.py --config=configs/style_one_shot.py --round2=clip \
     --clip_model=DIR [--pool_lambda_a=0]                                 # then round 2 (docs/feedback.md)
 
-Each style trains its own adapter with the given config and overrides (the picture, the style phrase and
-the graded style are the style's) in runs/held_out/<style> (a finished one there is only regraded: use a
+Each style trains its own adapter with the given config and overrides (the picture, its content text, the style
+phrase and the graded style are the style's) in runs/held_out/<style> (a finished one there is only regraded: use a
 fresh --workdir to time), and the oracle grades 24 new prompts with the adapter and with the base given the
 style phrase alone; the tokens' ceiling is the world's own pictures of the same prompts passed through the
 base's VQ, what a generator that put every token right would score. Prints a markdown table (the one in
@@ -55,7 +55,7 @@ def round2(style: str, round1: Path, args) -> dict:
   config.base_model = args.config.base_model
   config.style_images = str(out / "selected")
   config.style_descriptor = shapes.STYLES[style]
-  config.evaluate.reference = str(style_one_shot.SHIPPED_STYLE / f"{style}.png")
+  config.evaluate.reference = style_one_shot.shipped_reference(style)["image"]
   config.evaluate.style = style
   summary = train_and_evaluate(config, round1.with_name(f"{round1.name}_round2_{args.round2}"))
   return {"adapter": summary["adapter"], "train_seconds": summary["train_seconds"]}
@@ -67,8 +67,9 @@ def main(argv):
   rows = {}
   for style in args.styles:
     config = args.config.copy_and_resolve_references()
-    config.style_images = str(style_one_shot.SHIPPED_STYLE / f"{style}.png")
-    config.style_descriptor = shapes.STYLES[style]
+    reference = style_one_shot.shipped_reference(style)
+    config.style_images, config.content_prompts = reference["image"], reference["content"]
+    config.style_descriptor = reference["style"]
     config.evaluate.style = style
     start = time.perf_counter()
     summary = train_and_evaluate(config, Path(args.workdir or "runs/held_out") / style)

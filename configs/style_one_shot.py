@@ -17,13 +17,20 @@ from pathlib import Path
 import ml_collections
 
 import muse_styledrop
+from muse_styledrop import shapes
+from muse_styledrop.shapes.references import REFERENCES
 
-SHIPPED_STYLE = Path(muse_styledrop.__file__).parent / "assets" / "styles"
-REFERENCE = dict(
-  image=str(SHIPPED_STYLE / "mosaic.png"),  # docs/shapes.md: why mosaic (every held-out style's table)
-  content="a large orange star in the center",
-  style="in mosaic tile style",
-)
+SHIPPED_STYLE = Path(muse_styledrop.__file__).parent / "assets" / "styles"  # shapes.references writes them
+
+
+def shipped_reference(style: str) -> dict[str, str]:
+  """A held-out style's shipped picture, its content text and its style phrase."""
+  return dict(
+    image=str(SHIPPED_STYLE / f"{style}.png"), content=REFERENCES[style].content(), style=shapes.STYLES[style]
+  )
+
+
+REFERENCE = shipped_reference("mosaic")  # docs/shapes.md: why mosaic (every held-out style's table)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

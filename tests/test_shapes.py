@@ -2,12 +2,17 @@
 
 import dataclasses
 import itertools
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from muse_styledrop import shapes
 from muse_styledrop.shapes import Obj, Scene
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # configs/ is a folder, not a package
 
 SCENE = Scene((Obj("star", "blue", "large", "center"),), "white")
 
@@ -108,3 +113,21 @@ def test_shape_groups_differ_only_in_the_first_objects_shape():
   arrays = dataset.render(2, first_seed=11, workers=1, group=4)
   assert arrays["group"].tolist() == [11] * 4 + [12] * 4
   np.testing.assert_array_equal(arrays["images"][:4], np.stack([e.image for e in group]))
+
+
+def test_shipped_reference_pictures_are_the_renders_the_config_captions(tmp_path):
+  from configs import style_one_shot
+  from muse_styledrop.shapes import references
+
+  assert set(references.REFERENCES) == set(shapes.HELD_OUT)
+  references.main([f"--out={tmp_path}"])
+  for style, scene in references.REFERENCES.items():
+    shipped = style_one_shot.shipped_reference(style)
+    np.testing.assert_array_equal(np.asarray(Image.open(shipped["image"])), references.reference_picture(style))
+    np.testing.assert_array_equal(
+      np.asarray(Image.open(tmp_path / f"{style}.png")), references.reference_picture(style)
+    )
+    assert shipped["content"] == scene.content() and shipped["style"] == shapes.STYLES[style]
+    assert scene.objects[0].shape in shipped["content"] and scene.objects[0].colour in shipped["content"]
+  with pytest.raises(ValueError, match="no reference picture for style 'flat'; the held-out styles are"):
+    references.reference_picture("flat")
