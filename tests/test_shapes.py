@@ -128,6 +128,5 @@ def test_shipped_reference_pictures_are_the_renders_the_config_captions(tmp_path
       np.asarray(Image.open(tmp_path / f"{style}.png")), references.reference_picture(style)
     )
     assert shipped["content"] == scene.content() and shipped["style"] == shapes.STYLES[style]
-    assert scene.objects[0].shape in shipped["content"] and scene.objects[0].colour in shipped["content"]
   with pytest.raises(ValueError, match="no reference picture for style 'flat'; the held-out styles are"):
     references.reference_picture("flat")

@@ -3,15 +3,18 @@
   python -m muse_styledrop.shapes.references --out=muse_styledrop/assets/styles   # rewrite them
 
 Each is `render(REFERENCES[style], style, REFERENCE_SEED)`, and its content text (the caption StyleDrop trains on,
-before the style phrase) is `REFERENCES[style].content()`. Most show a large orange star; neon's shows a large blue
-square: from the star's outline its adapter learns the star and draws broken rings for other shapes, from the
-square's straight tubes it draws new shapes (docs/shapes.md, "Which picture").
+before the style phrase) is `REFERENCES[style].content()`. Most show a large orange star; neon's and crayon's a large
+blue square: from the star's outline neon's adapter learns the star and draws broken rings for other shapes, from the
+square's straight tubes it draws new shapes, and crayon's strokes read twice as often from the blue square
+(docs/shapes.md, "Which picture").
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+import numpy as np
 
 from muse_styledrop.images import save_png
 from muse_styledrop.shapes.render import HELD_OUT, render
@@ -23,7 +26,7 @@ SQUARE = Scene((Obj("square", "blue", "large", "center"),), "white")
 REFERENCES: dict[str, Scene] = {style: STAR for style in HELD_OUT} | {"neon": SQUARE, "crayon": SQUARE}
 
 
-def reference_picture(style: str):
+def reference_picture(style: str) -> np.ndarray:
   """The shipped reference picture of a held-out `style`, uint8 (64, 64, 3)."""
   if style not in REFERENCES:
     raise ValueError(f"no reference picture for style {style!r}; the held-out styles are {', '.join(REFERENCES)}")
