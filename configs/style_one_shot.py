@@ -12,21 +12,18 @@ Override any field: --config.style_images=me.png --config.content_prompts="a hou
   --config.style_descriptor="in watercolor painting style" --config.base_model=/path/to/amused-256
 """
 
-from pathlib import Path
-
 import ml_collections
 
-import muse_styledrop
 from muse_styledrop import shapes
-from muse_styledrop.shapes.references import REFERENCES
-
-SHIPPED_STYLE = Path(muse_styledrop.__file__).parent / "assets" / "styles"  # shapes.references writes them
+from muse_styledrop.shapes import references
 
 
 def shipped_reference(style: str) -> dict[str, str]:
   """A held-out style's shipped picture, its content text and its style phrase."""
   return dict(
-    image=str(SHIPPED_STYLE / f"{style}.png"), content=REFERENCES[style].content(), style=shapes.STYLES[style]
+    image=str(references.SHIPPED / f"{style}.png"),
+    content=references.REFERENCES[style].content(),
+    style=shapes.STYLES[style],
   )
 
 

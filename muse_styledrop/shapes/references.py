@@ -1,6 +1,6 @@
 """The shipped reference pictures: one picture of each held-out style, the one StyleDrop learns it from.
 
-  python -m muse_styledrop.shapes.references --out=muse_styledrop/assets/styles   # rewrite them
+  python -m muse_styledrop.shapes.references [--out=DIR]   # rewrite them (default: where they ship)
 
 Each is `render(REFERENCES[style], style, REFERENCE_SEED)`, and its content text (the caption StyleDrop trains on,
 before the style phrase) is `REFERENCES[style].content()`. Most show a large orange star; neon's and crayon's a large
@@ -20,6 +20,7 @@ from muse_styledrop.images import save_png
 from muse_styledrop.shapes.render import HELD_OUT, render
 from muse_styledrop.shapes.world import Obj, Scene
 
+SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "styles"  # <style>.png
 REFERENCE_SEED = 7
 STAR = Scene((Obj("star", "orange", "large", "center"),), "white")
 SQUARE = Scene((Obj("square", "blue", "large", "center"),), "white")
@@ -35,7 +36,7 @@ def reference_picture(style: str) -> np.ndarray:
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--out", required=True, help="Folder to write <style>.png into.")
+  p.add_argument("--out", default=str(SHIPPED), help="Folder to write <style>.png into (default: the package's).")
   args = p.parse_args(argv)
   out = Path(args.out)
   for style in REFERENCES:
