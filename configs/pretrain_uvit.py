@@ -11,7 +11,7 @@ loads it unchanged). Text dropout 10% for classifier-free guidance.
 
 import ml_collections
 
-TWO_PIXEL_TOKENS = ("anchored_2px", "anchored_2px_warm", "anchored_2px_gpu", "sharp_2px")
+TWO_PIXEL_TOKENS = ("anchored_2px", "anchored_2px_warm", "anchored_2px_gpu", "sharp_2px", "sharp_2px_gpu")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -99,6 +99,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       c.init_from = "muse_styledrop/assets/shapes_base/transformer"
       c.optimizer.learning_rate, c.optimizer.warmup_steps = 5e-4, 50
       c.steps = 600
+    if arg == "sharp_2px_gpu":  # the same move on a lent GPU at batch 256 (benchmarks/gpu_pretrain_uvit.sh fits
+      c.name = "pretrain_uvit_2px_sharp_gpu"  # config.steps to the minutes left): the shipped run's samples again
+      c.vq_dir = "runs/pretrain_vq_2px_sharp/export/vqvae"
+      c.init_from = "muse_styledrop/assets/shapes_base/transformer"
+      c.batch_size, c.steps, c.steps_per_call = 256, 6000, 50
+      c.optimizer.learning_rate, c.optimizer.warmup_steps = 1e-3, 300
+      c.checkpoint.every_seconds = 120
+      c.max_seconds = 400
     if arg == "anchored_2px_gpu":  # anchored_2px_warm's export continued on a lent GPU at batch 256
       c.name = "pretrain_uvit_2px_gpu"  # (benchmarks/gpu_pretrain_uvit.sh fits config.steps to the minutes left)
       c.init_from = "runs/pretrain_uvit_2px_warm/export/shapes_base/transformer"
@@ -122,6 +130,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   elif arg:
     raise ValueError(
       f"unknown variant {arg!r}; use position, continue, anchored, anchored_long, anchored_gpu, anchored_2px, "
-      "anchored_2px_warm, anchored_2px_gpu, sharp_2px, grid16, single_large, tokens8, runlocal or none"
+      "anchored_2px_warm, anchored_2px_gpu, sharp_2px, sharp_2px_gpu, grid16, single_large, tokens8, runlocal or none"
     )
   return c
