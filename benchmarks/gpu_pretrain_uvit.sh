@@ -16,6 +16,10 @@
 #   carry: [".whl", "runs/pretrain_uvit_2px_gpu/tokens.npz", "runs/pretrain_vq_2px_decoder/export/vqvae",
 #           "runs/pretrain_uvit_2px_warm/export/shapes_base/transformer"]
 #
+# The sharp-token base (docs/shapes_log.md "Session 20"): CONFIG=configs/pretrain_uvit.py:sharp_2px_gpu
+# WORKDIR=runs/pretrain_uvit_2px_sharp_gpu, carry [".whl", "runs/pretrain_uvit_2px_sharp_gpu/tokens.npz",
+# "runs/pretrain_vq_2px_sharp/export/vqvae"] (the tokens.npz copied from a 20-step run of that config here).
+#
 # It first runs 150 steps in a scratch workdir with the machine's own flax, optax and orbax (and, if that fails,
 # with the carried versions this project tests with): that checks every stage (warm start, steps, checkpoint,
 # export, grading) and times a call of steps after compiling. It then sets config.steps so that the cosine schedule
