@@ -93,27 +93,24 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       c.init_from = "candidates/shapes_base_4px/transformer"
       c.init_fresh = ("embed.", "mlm_layer.")
       c.steps = 6000
-    if arg == "sharp_2px":  # the shipped transformer moved onto the sharp VQ's tokens (pretrain_vq.py:
+    if arg.startswith("sharp_2px"):  # the shipped transformer moved onto the sharp VQ's tokens (pretrain_vq.py:
       c.name = "pretrain_uvit_2px_sharp"  # anchored_2px_sharp): same codebook, so every weight carries over
       c.vq_dir = "runs/pretrain_vq_2px_sharp/export/vqvae"
       c.init_from = "muse_styledrop/assets/shapes_base/transformer"
       c.optimizer.learning_rate, c.optimizer.warmup_steps = 5e-4, 50
       c.steps = 600
-    if arg == "sharp_2px_gpu":  # the same move on a lent GPU at batch 256 (benchmarks/gpu_pretrain_uvit.sh fits
-      c.name = "pretrain_uvit_2px_sharp_gpu"  # config.steps to the minutes left): the shipped run's samples again
-      c.vq_dir = "runs/pretrain_vq_2px_sharp/export/vqvae"
-      c.init_from = "muse_styledrop/assets/shapes_base/transformer"
-      c.batch_size, c.steps, c.steps_per_call = 256, 6000, 50
-      c.optimizer.learning_rate, c.optimizer.warmup_steps = 1e-3, 300
+    if arg.endswith("_gpu"):  # on a lent GPU at batch 256 (benchmarks/gpu_pretrain_uvit.sh fits config.steps to
+      c.batch_size, c.steps, c.steps_per_call = 256, 6000, 50  # the minutes left)
+      c.optimizer.warmup_steps = 300
       c.checkpoint.every_seconds = 120
       c.max_seconds = 400
-    if arg == "anchored_2px_gpu":  # anchored_2px_warm's export continued on a lent GPU at batch 256
-      c.name = "pretrain_uvit_2px_gpu"  # (benchmarks/gpu_pretrain_uvit.sh fits config.steps to the minutes left)
+    if arg == "sharp_2px_gpu":  # the sharp move at the shipped run's length (docs/shapes_log.md "Session 20")
+      c.name = "pretrain_uvit_2px_sharp_gpu"
+      c.optimizer.learning_rate = 1e-3
+    if arg == "anchored_2px_gpu":  # anchored_2px_warm's export continued
+      c.name = "pretrain_uvit_2px_gpu"
       c.init_from = "runs/pretrain_uvit_2px_warm/export/shapes_base/transformer"
-      c.batch_size, c.steps, c.steps_per_call = 256, 6000, 50
-      c.optimizer.learning_rate, c.optimizer.warmup_steps = 2e-3, 300
-      c.checkpoint.every_seconds = 120
-      c.max_seconds = 400
+      c.optimizer.learning_rate = 2e-3
   elif arg == "grid16":  # amused-256's layout: the transformer on the whole 16x16 token grid, no down/upsampling
     c.name = "pretrain_uvit_grid16"
     c.uvit.downsample = c.uvit.upsample = False
