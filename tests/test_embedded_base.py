@@ -65,6 +65,12 @@ def test_main_command_runs_on_the_embedded_base_and_grades_adapter_and_base(tmp_
   assert summary["evaluated_style"] == "mosaic"
   for name in ("adapter.safetensors", "adapter.json", "samples.png", "evaluation.json"):
     assert (tmp_path / name).is_file(), name
+  evaluation = json.loads((tmp_path / "evaluation.json").read_text())
+  # one oracle reading per prompt, and the grades are those readings counted
+  ceiling_reads = evaluation["reads"]["ceiling"]
+  assert len(ceiling_reads) == len(evaluation["prompts"]) == 8
+  right = sum(read.split()[2] == "mosaic" for read in ceiling_reads) / 8
+  assert right == summary["ceiling"]["style_accuracy"]
 
 
 def test_base_quality_grades_every_sampler():

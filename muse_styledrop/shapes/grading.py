@@ -145,6 +145,13 @@ def eval_scenes(count: int, seed: int, avoid: tuple[str, str] | None = None) -> 
   return scenes
 
 
+def oracle_reads(pictures: np.ndarray, grader) -> list[str]:
+  """What the oracle sees in each picture, 'shape colour style' (evaluation.json lists one per prompt)."""
+  pred = grader(pictures)
+  names = {"shape": SHAPES, "colour": list(COLOURS), "style": STYLES_LIST}  # read_reference splits in this order
+  return [" ".join(names[k][int(pred[k][i])] for k in names) for i in range(len(pictures))]
+
+
 def grade(pictures: np.ndarray, scenes: list[Scene], styles: list[str], grader) -> dict:
   """Accuracy of generated pictures against what their prompts asked for (content = shape and colour both right)."""
   pred = grader(pictures)
@@ -231,7 +238,8 @@ def style_eval(pipe, sampler, state, grader, *, style, style_phrase, avoid, coun
 
   Adapter: StyleDrop guidance (lambda_a, lambda_a_end, lambda_b of sample_config). Base: the same prompts with
   the style phrase, classifier-free guidance lambda_b, no adapter. Ceiling: the world's own pictures of the
-  prompts through the VQ (`tokens_ceiling`). Returns (report, {'adapter', 'base', 'ceiling'}: pictures).
+  prompts through the VQ (`tokens_ceiling`). The report's 'reads' hold what the oracle saw in each picture, one per
+  prompt. Returns (report, {'adapter', 'base', 'ceiling'}: pictures).
   """
   from muse_styledrop import data, sampling  # noqa: PLC0415
 
@@ -267,7 +275,9 @@ def style_eval(pipe, sampler, state, grader, *, style, style_phrase, avoid, coun
     "ceiling": ceiling,
     "prompts": prompts,
   }
-  return report, {"adapter": pictures_adapter, "base": pictures_base, "ceiling": pictures_ceiling}
+  pictures = {"adapter": pictures_adapter, "base": pictures_base, "ceiling": pictures_ceiling}
+  report["reads"] = {who: oracle_reads(p, grader) for who, p in pictures.items()}
+  return report, pictures
 
 
 def tokens_ceiling(pipe, grader, scenes: list[Scene], style: str, seed: int) -> tuple[dict, np.ndarray]:
@@ -284,6 +294,5 @@ def read_reference(grader, path) -> dict[str, str]:
   """What the oracle sees in a reference picture: {'shape', 'colour', 'style'} names."""
   from muse_styledrop import images  # noqa: PLC0415
 
-  pred = grader(images.load_image(path, 64)[None])
-  names = {"shape": SHAPES, "colour": list(COLOURS), "style": STYLES_LIST}
-  return {k: names[k][int(pred[k][0])] for k in names}
+  (read,) = oracle_reads(images.load_image(path, 64)[None], grader)
+  return dict(zip(("shape", "colour", "style"), read.split(), strict=True))
