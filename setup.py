@@ -28,8 +28,9 @@ setup(
         "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow
     ],
     extras_require={
-        # The PyTorch originals, for parity tests and side-by-side benchmarks only.
-        "test": ["pytest>=8", "torch==2.13.0", "diffusers>=0.32", "ruff>=0.6"],
+        # The PyTorch originals, for parity tests and side-by-side benchmarks only; pytest-xdist runs the
+        # suite on two workers (pytest.ini).
+        "test": ["pytest>=8", "pytest-xdist>=3", "torch==2.13.0", "diffusers>=0.32", "ruff>=0.6"],
         "bench": ["peft>=0.13"],  # diffusers' LoRA recipe in benchmarks/train_step.py
         "tfds": ["tensorflow-datasets"],
     },
