@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from muse_styledrop import weights  # noqa: E402
+from muse_styledrop import files  # noqa: E402
 from muse_styledrop.pipeline import EMBEDDED_BASE, Pipeline  # noqa: E402
 from muse_styledrop.shapes import dataset, grading  # noqa: E402
 from muse_styledrop.shapes.render import caption  # noqa: E402
@@ -126,7 +126,7 @@ def main():
     "text_sensitivity": text_sensitivity(pipe, args.count),
   }
   if args.out:
-    weights.write_json(out, Path(args.out))
+    files.write_json(out, Path(args.out))
   print(json.dumps(out, indent=1))
 
 

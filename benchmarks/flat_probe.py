@@ -43,7 +43,7 @@ import optax
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from configs import pretrain_uvit  # noqa: E402
-from muse_styledrop import images, pretrain, sampling, weights  # noqa: E402
+from muse_styledrop import files, images, pretrain, sampling  # noqa: E402
 from muse_styledrop.models import clip  # noqa: E402
 from muse_styledrop.pipeline import Pipeline  # noqa: E402
 from muse_styledrop.shapes import dataset, grading, objectives  # noqa: E402
@@ -217,7 +217,7 @@ def main():
     "samples": drawn,
   }
   out = Path(args.out or workdir / "probe.json")
-  weights.write_json(report, out)
+  files.write_json(report, out)
   images.save_png(images.grid(pictures["guidance_3"][:40], columns=8), out.with_suffix(".png"))
   images.save_png(images.grid(pictures["likeliest"][:40], columns=8), out.with_name(out.stem + "_likeliest.png"))
   print(json.dumps(report, indent=1))

@@ -18,17 +18,15 @@ docs/shapes.md) and writes the JSON.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
 from absl import flags
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # configs/ is a folder, not a package
-
-from configs import style_one_shot  # noqa: E402
-from muse_styledrop import cli, shapes, weights  # noqa: E402
-from muse_styledrop.train import train_and_evaluate  # noqa: E402
+from muse_styledrop import cli, files, shapes
+from muse_styledrop.configs import style_one_shot
+from muse_styledrop.shapes import references
+from muse_styledrop.train import train_and_evaluate
 
 flags.DEFINE_list("styles", list(shapes.HELD_OUT), "Held-out styles to run, comma-separated.")
 flags.DEFINE_string("out", "", "Write the rows as JSON here too.")
@@ -55,8 +53,8 @@ def round2(style: str, round1: Path, args) -> dict:
   config.base_model = args.config.base_model
   config.style_images = str(out / "selected")
   config.style_descriptor = shapes.STYLES[style]
-  config.evaluate.reference = style_one_shot.shipped_reference(style)["image"]
-  config.evaluate.style = style
+  config.evals.shapes_oracle.reference = references.reference_run(style)["image"]
+  config.evals.shapes_oracle.style = style
   summary = train_and_evaluate(config, round1.with_name(f"{round1.name}_round2_{args.round2}"))
   return {"adapter": summary["adapter"], "train_seconds": summary["train_seconds"]}
 
@@ -67,10 +65,10 @@ def main(argv):
   rows = {}
   for style in args.styles:
     config = args.config.copy_and_resolve_references()
-    reference = style_one_shot.shipped_reference(style)
+    reference = references.reference_run(style)
     config.style_images, config.content_prompts = reference["image"], reference["content"]
     config.style_descriptor = reference["style"]
-    config.evaluate.style = style
+    config.evals.shapes_oracle.style = style
     start = time.perf_counter()
     summary = train_and_evaluate(config, Path(args.workdir or "runs/held_out") / style)
     rows[style] = {
@@ -99,7 +97,7 @@ def main(argv):
       a = r["round2"]["adapter"]
       print(f"| {style} | {a['style_accuracy']:.0%} | {a['content_accuracy']:.0%} |")
   if args.out:
-    weights.write_json(rows, Path(args.out))
+    files.write_json(rows, Path(args.out))
   print(json.dumps(rows, indent=2))
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from muse_styledrop import shapes, weights  # noqa: E402
+from muse_styledrop import files, shapes  # noqa: E402
 from muse_styledrop.pipeline import Pipeline, resolve_base_model  # noqa: E402
 from muse_styledrop.shapes import dataset, grading, patch_codes  # noqa: E402
 
@@ -77,7 +77,7 @@ def main():
     r = report[name]
     print(f"| {name} | {r['style']:.1%} | {r['style_seen']:.1%} | {r['shape']:.1%} | {r['colour']:.1%} |")
   if args.out:
-    weights.write_json(report, Path(args.out))
+    files.write_json(report, Path(args.out))
   print(json.dumps(report, indent=2))
 
 

@@ -58,6 +58,10 @@ def run_config_main(main, config_help: str) -> None:
   from absl import flags  # noqa: PLC0415
   from ml_collections import config_flags  # noqa: PLC0415
 
+  from muse_styledrop.configs import resolve  # noqa: PLC0415
+
+  # a configs/ path that is not here is the installed package's copy of that config
+  sys.argv = [f"--config={resolve(a[len('--config=') :])}" if a.startswith("--config=") else a for a in sys.argv]
   config_flags.DEFINE_config_file("config", None, config_help, lock_config=True)
   flags.DEFINE_string("workdir", "", "Run directory; default runs/<config name>.")
   flags.mark_flags_as_required(["config"])

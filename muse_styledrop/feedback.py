@@ -1,14 +1,14 @@
 r"""StyleDrop round 2: a pool of the round-1 adapter's own pictures, the good ones kept for a new adapter.
 
   python -m muse_styledrop.feedback --adapter=runs/style_one_shot --select=random|clip|human [--out=runs/feedback]
-  python -m muse_styledrop.train --config=configs/style_one_shot.py:round2 \
-      --config.style_images=runs/feedback/selected --config.evaluate.reference=REFERENCE.png
+  python -m muse_styledrop.train --config=configs/style_one_shot.py:round2   # the command it prints
 
-The pool (PAPER.md section 5): --per_prompt pictures of each content prompt,
-the adapter's style phrase appended, drawn with the StyleDrop guidance the
-adapter was trained with (--lambda_a overrides its weight), at token
-temperature 1 and confidence noise 2 -> 0 for variety. The content prompts are the paper's 30 on a real
-base, 30 shapes-world scenes on the embedded one, or one per line of
+The pool (StyleDrop's section 4.3): --per_prompt pictures of each content
+prompt, the adapter's style phrase appended, drawn with the sampling settings
+the adapter records (--lambda_a overrides its weight), at token temperature 1
+and confidence noise 2 -> 0 for variety. The content prompts are the set the
+adapter's training config names (`feedback_prompts`: the paper's 30, or 30
+shapes-world scenes for the embedded base), or one per line of
 --prompts_file. The selection keeps --keep pictures of each prompt:
 - random: drawn at random (the paper's control);
 - clip: the highest CLIP cosine between the picture and its prompt
@@ -23,7 +23,6 @@ selection.json. selected/ is written whole or not at all.
 
 from __future__ import annotations
 
-import functools
 import html
 import json
 import shutil
@@ -33,32 +32,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from absl import flags
 
-from muse_styledrop import data, images, sampling, weights
-from muse_styledrop.pipeline import EMBEDDED_BASE, Pipeline, check_model_dir, resolve_base_model
+from muse_styledrop import data, files, images, weights
+from muse_styledrop.pipeline import Pipeline, check_model_dir, resolve_base_model
+from muse_styledrop.prompts import prompt_set
+from muse_styledrop.sampling import SamplingSettings
 
-# PAPER.md section 5: the round-2 pool's prompts (the style phrase is appended).
-PAPER_PROMPTS = [
-  *(
-    f"{a}{b}" for a in ("A chihuahua", "A tabby cat") for b in ("", " walking on the street", " walking in the forest")
-  ),
-  "A portrait of chihuahua",
-  "A portrait of tabby cat",
-  "A portrait of human face",
-  *(f"{a} on the {b}" for a in ("An apple", "A banana") for b in ("table", "dish", "ground")),
-  "A human",
-  "A human walking on the street",
-  "A human walking in the forest",
-  *(
-    f"{a} {b}"
-    for a in ("A church", "A temple", "A cabin")
-    for b in ("on the street", "in the mountain", "in the field", "on the beach")
-  ),
-]
-SHAPES_POOL_SEED = 4321  # the shapes world's pool scenes; the oracle's evaluation draws its own from seed 1234
 SELECTIONS = ("random", "clip", "human")
 
 
@@ -66,41 +47,28 @@ class FeedbackError(ValueError):
   """A round-2 request that cannot be carried out as given."""
 
 
-def default_contents(base: Path, count: int = 30) -> list[str]:
-  """The pool's content prompts: the paper's on a real base, `count` single-object scenes on the embedded one."""
-  if base.resolve() == EMBEDDED_BASE.resolve():
-    from muse_styledrop.shapes import grading  # noqa: PLC0415
-
-    return [s.content() for s in grading.eval_scenes(count, SHAPES_POOL_SEED)]
-  return list(PAPER_PROMPTS)
-
-
 def pool_file(prompt: int, n: int) -> str:
   return f"p{prompt:02d}_{n:02d}.png"
 
 
 def draw_pool(
-  pipe: Pipeline, contents: list[str], style_phrase: str, per_prompt: int, sample, seed: int, batch: int = 32
+  pipe: Pipeline,
+  contents: list[str],
+  style_phrase: str,
+  per_prompt: int,
+  settings: SamplingSettings,
+  seed: int,
+  batch: int = 32,
 ) -> np.ndarray:
-  """uint8 pictures [prompt, n, H, W, 3]: `per_prompt` of each content + style phrase, with the loaded adapter's
-  StyleDrop guidance (`sample`: a training config's sample block)."""
+  """uint8 pictures [prompt, n, H, W, 3]: `per_prompt` of each content + style phrase, drawn with the loaded
+  adapter (bank entry 0) and `settings`."""
   prompts = [data.join_prompt(c, style_phrase) for c in contents for _ in range(per_prompt)]
-  pictures = pipe.draw(
-    prompts,
-    functools.partial(sampling.styledrop_from_config, sample),
-    seed=seed,
-    steps=sample.steps,
-    temperature=tuple(sample.temperature),
-    token_temperature=sample.token_temperature,
-    negative_prompt=sample.negative_prompt,
-    batch=batch,
-    progress="pool",
-  )
+  pictures = pipe.draw(prompts, settings, seed=seed, adapter=0, batch=batch, progress="pool")
   return pictures.reshape(len(contents), per_prompt, *pictures.shape[1:])
 
 
 def clip_scores(clip_dir: Path, pictures_PN: np.ndarray, prompts: list[str]) -> np.ndarray:
-  """[prompt, n] cosine between each picture's and its prompt's CLIP embeddings (PAPER.md section 7's text score)."""
+  """[prompt, n] cosine between each picture's and its prompt's CLIP embeddings (StyleDrop's text score)."""
   from PIL import Image  # noqa: PLC0415
 
   from muse_styledrop.models.clip import clip_pixels  # noqa: PLC0415
@@ -128,7 +96,7 @@ def clip_scores(clip_dir: Path, pictures_PN: np.ndarray, prompts: list[str]) -> 
   return np.asarray(jnp.sum(image.reshape(p, n, -1) * text[:, None], axis=-1))
 
 
-def select(how: str, scores_PN: np.ndarray | None, shape_PN: tuple[int, int], keep: int, seed: int) -> list[tuple]:
+def choose(how: str, scores_PN: np.ndarray | None, shape_PN: tuple[int, int], keep: int, seed: int) -> list[tuple]:
   """(prompt, n) pairs kept: `keep` per prompt, at random or the best-scored."""
   p, n = shape_PN
   if not 1 <= keep <= n:
@@ -162,7 +130,7 @@ def selection_page(entries: list[dict], style_phrase: str) -> str:
     "<style>body{font-family:sans-serif;margin:2em} .row{display:flex;flex-wrap:wrap;gap:8px}"
     "img{image-rendering:pixelated;border:1px solid #ccc} label{text-align:center}</style>"
     f"<h2>Tick the pictures that show their prompt {html.escape(style_phrase)}</h2>"
-    "<p>The paper's people kept about 10 of a pool (PAPER.md section 5). Nothing is written until you press Save."
+    "<p>The paper's people kept about 10 of a pool. Nothing is written until you press Save."
     f"<form method=post action=/select><div>{''.join(rows)}</div>"
     "<p><button type=submit>Save the ticked pictures</button></form>"
   )
@@ -233,23 +201,23 @@ def write_pool(out: Path, pictures_PN: np.ndarray, contents: list[str], style_ph
       if scores_PN is not None:
         entry["clip_score"] = round(float(scores_PN[i, j]), 4)
       entries.append(entry)
-  weights.write_json(entries, out / "pool" / "pool.json")
+  files.write_json(entries, out / "pool" / "pool.json")
   p, n = pictures_PN.shape[:2]
   images.save_png(images.grid(pictures_PN.reshape(p * n, *pictures_PN.shape[2:]), columns=n), out / "pool.png")
   return entries
 
 
-def write_selected(out: Path, entries: list[dict], files: list[str], meta: dict) -> Path:
+def write_selected(out: Path, entries: list[dict], names: list[str], meta: dict) -> Path:
   """selected/: the kept pictures, captions.txt and selection.json, swapped in whole (a killed run leaves the old)."""
   by_file = {e["file"]: e for e in entries}
-  kept = [by_file[f] for f in files]
+  kept = [by_file[f] for f in names]
   tmp = out / "selected.tmp"
   shutil.rmtree(tmp, ignore_errors=True)
   tmp.mkdir(parents=True)
   for e in kept:
     shutil.copyfile(out / "pool" / e["file"], tmp / e["file"])
   (tmp / "captions.txt").write_text("".join(f"{e['file']}\t{e['content']}\n" for e in kept))
-  weights.write_json({**meta, "kept": kept}, tmp / "selection.json")
+  files.write_json({**meta, "kept": kept}, tmp / "selection.json")
   final = out / "selected"
   if final.exists():
     shutil.rmtree(final)
@@ -297,29 +265,29 @@ def run_feedback(
     contents = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if not contents:
       raise FeedbackError(f"--prompts_file={path} holds no prompts; write one content prompt a line")
-  else:
-    contents = default_contents(base)
   pipe = Pipeline.from_pretrained(base)
   meta = pipe.load_adapter(adapter)
+  if "sampling" not in meta:
+    raise FeedbackError(f"adapter {adapter} records no sampling settings; export it with muse_styledrop.train")
+  if not prompts_file:  # the set its training config names: the paper's, or its world's own scenes
+    contents = prompt_set(meta["config"]["feedback_prompts"] if "config" in meta else "paper")
   style_phrase = meta.get("style_phrase", "")
-  sample = meta.get("config", {}).get("sample")
-  if not sample:
-    raise FeedbackError(f"adapter {adapter} records no sampling settings (config.sample); export it with train")
-  sample = ml_collections.ConfigDict(sample)
   # The pool needs variety (near-greedy draws repeat one picture) and may favour content over style (lambda_a).
-  sample.token_temperature, sample.temperature = token_temperature, tuple(temperature)
+  settings = SamplingSettings.from_dict(meta["sampling"]).replace(
+    token_temperature=token_temperature, temperature=tuple(temperature)
+  )
   if lambda_a is not None:
-    sample.lambda_a, sample.lambda_a_end = lambda_a, None
-  pictures = draw_pool(pipe, contents, style_phrase, per_prompt, sample, seed)
+    settings = settings.replace(lambda_a=lambda_a, lambda_a_end=None)
+  pictures = draw_pool(pipe, contents, style_phrase, per_prompt, settings, seed)
   scores = None
   if select_how == "clip":
     scores = clip_scores(Path(clip_model), pictures, [data.join_prompt(c, style_phrase) for c in contents])
   entries = write_pool(out, pictures, contents, style_phrase, scores)
   if select_how == "human":
-    files = ask(out, entries, style_phrase, port)
+    names = ask(out, entries, style_phrase, port)
   else:
-    pairs = select(select_how, scores, pictures.shape[:2], keep, seed)
-    files = [pool_file(i, j) for i, j in pairs]
+    pairs = choose(select_how, scores, pictures.shape[:2], keep, seed)
+    names = [pool_file(i, j) for i, j in pairs]
   record = {
     "adapter": str(adapter),
     "base_fingerprint": pipe.fingerprint,
@@ -329,11 +297,13 @@ def run_feedback(
     "seed": seed,
     "token_temperature": token_temperature,
     "temperature": list(temperature),
-    "lambda_a": sample.lambda_a,
+    "lambda_a": settings.lambda_a,
     "style_phrase": style_phrase,
     "round1_style_images": meta.get("style_images", []),
+    "round1_evals": sorted(meta.get("config", {}).get("evals", {})),
+    "base_model": base_model,
   }
-  return write_selected(out, entries, files, record)
+  return write_selected(out, entries, names, record)
 
 
 # ----------------------------------------------------------------------------
@@ -392,13 +362,25 @@ def main(argv):
     lambda_a=FLAGS.lambda_a,
   )
   record = json.loads((selected / "selection.json").read_text())
-  reference = ",".join(record["round1_style_images"][:1])
   print(f"kept {len(record['kept'])} pictures in {selected}; round 2:")
-  print(
-    "  python -m muse_styledrop.train --config=configs/style_one_shot.py:round2 "
-    f"--config.style_images={selected} --config.style_descriptor='{record['style_phrase']}'"
-    + (f" --config.evaluate.reference={reference}" if reference else "")
-  )
+  print("  " + round2_command(record, selected))
+
+
+def round2_command(record: dict, selected: Path) -> str:
+  """The training command for round 2 on `selected`, on the round-1 adapter's base (and its evaluator, graded on
+  round 1's picture)."""
+  reference = record["round1_style_images"][:1]
+  variant = "round2" if "shapes_oracle" in record["round1_evals"] else "paper,round2"
+  parts = [
+    f"python -m muse_styledrop.train --config=configs/style_one_shot.py:{variant}",
+    f"--config.style_images={selected}",
+    f"--config.style_descriptor='{record['style_phrase']}'",
+  ]
+  if record["base_model"]:
+    parts.append(f"--config.base_model={record['base_model']}")
+  if reference and "shapes_oracle" in record["round1_evals"]:
+    parts.append(f"--config.evals.shapes_oracle.reference={reference[0]}")
+  return " ".join(parts)
 
 
 def entry():

@@ -23,12 +23,17 @@ from muse_styledrop import weights
 from muse_styledrop.tokenizer import Tokenizer
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("reference", None, "A diffusers-layout aMUSEd directory or a transformers CLIP directory.")
-flags.DEFINE_string("variant", None, "Weight-file variant to load (e.g. fp16); computation is fp32 either way.")
-flags.DEFINE_integer("batch", 2, "Examples per component.")
-flags.DEFINE_integer("seed", 0, "Seed of the random inputs.")
-flags.DEFINE_float("rtol", 1e-4, "Largest allowed |ours - ref| / max|ref| for float outputs.")
-flags.DEFINE_float("id_agreement", 0.999, "Smallest allowed fraction of equal VQ token ids.")
+
+
+def define_flags() -> None:
+  """The command's flags, defined when it runs (importing this module defines none)."""
+  flags.DEFINE_string("reference", None, "A diffusers-layout aMUSEd directory or a transformers CLIP directory.")
+  flags.DEFINE_string("variant", None, "Weight-file variant to load (e.g. fp16); computation is fp32 either way.")
+  flags.DEFINE_integer("batch", 2, "Examples per component.")
+  flags.DEFINE_integer("seed", 0, "Seed of the random inputs.")
+  flags.DEFINE_float("rtol", 1e-4, "Largest allowed |ours - ref| / max|ref| for float outputs.")
+  flags.DEFINE_float("id_agreement", 0.999, "Smallest allowed fraction of equal VQ token ids.")
+
 
 PROMPTS = ["a watercolor painting of a house", "a cat in sticker style", "", "sks"]
 
@@ -206,7 +211,12 @@ def main(argv):
   print("all components within tolerance")
 
 
-if __name__ == "__main__":
-  from muse_styledrop.cli import run_main
+def entry():
+  from muse_styledrop.cli import run_main  # noqa: PLC0415
 
+  define_flags()
   run_main(main)
+
+
+if __name__ == "__main__":
+  entry()

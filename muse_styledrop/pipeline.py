@@ -18,11 +18,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from muse_styledrop import weights
+from muse_styledrop import files, sampling, weights
+from muse_styledrop.models.adapters import AdapterConfig, AdapterParam
 from muse_styledrop.models.clip import CLIPModel
 from muse_styledrop.models.uvit import UVit2DModel
 from muse_styledrop.models.vq import VQModel
-from muse_styledrop.sampling import Sampler
+from muse_styledrop.sampling import Sampler, SamplingSettings
 from muse_styledrop.tokenizer import Tokenizer
 
 COMPONENTS = {
@@ -118,11 +119,11 @@ class Pipeline:
     weights.save_clip(self.text_encoder, path / "text_encoder", dtype)
     self.tokenizer.save(path / "tokenizer")
     (path / "scheduler").mkdir(exist_ok=True)
-    weights.write_json(
+    files.write_json(
       {"_class_name": "AmusedScheduler", "mask_token_id": self.mask_token_id, "masking_schedule": "cosine"},
       path / "scheduler" / "scheduler_config.json",
     )
-    weights.write_json({"_class_name": "AmusedPipeline", **COMPONENTS}, path / "model_index.json")
+    files.write_json({"_class_name": "AmusedPipeline", **COMPONENTS}, path / "model_index.json")
 
   @property
   def sampler(self) -> Sampler:
@@ -131,63 +132,96 @@ class Pipeline:
       self._sampler = Sampler(self.transformer, self.mask_token_id)
     return self._sampler
 
-  def draw(
+  @property
+  def grid_hw(self) -> tuple[int, int]:
+    return (self.transformer.config.sample_size,) * 2
+
+  def draw_tokens(
     self,
     prompts: list[str],
-    make_passes,
+    settings: SamplingSettings,
     *,
     seed: int,
-    steps: int,
-    temperature: tuple[float, float],
-    token_temperature: float,
-    negative_prompt: str = "",
+    adapter: int | None = None,
     batch: int = 64,
     progress: str = "",
-  ) -> np.ndarray:
-    """uint8 pictures of `prompts`, `batch` at a time (the last padded, so the sampler compiles once).
+    init_tokens_BHW: jax.Array | None = None,
+    strength: float = 1.0,
+    state: nnx.State | None = None,
+    side: int = 0,
+  ) -> jax.Array:
+    """tokens_NHW of `prompts` drawn with `settings`: the one path from prompts to pictures.
 
-    `make_passes(text, pooled, neg_text, neg_pooled, micro)` builds each batch's guidance (e.g.
-    sampling.classifier_free or sampling.styledrop); the batch starting at prompt i draws with key seed + i.
-    `progress` names a progress bar over the batches (none when empty).
+    `adapter` names the bank entry to draw with (StyleDrop guidance), None the base alone (classifier-free
+    guidance). The n-th picture of a prompt draws with its own key (sampling.picture_keys), so a picture depends on
+    its prompt, seed and settings only, not on the batch it shares. Prompts go `batch` at a time (the last batch
+    padded, so the sampler compiles once); `progress` names a progress bar over the batches (none when empty).
+    With `init_tokens_BHW` (one picture's tokens per prompt), the last `strength` of the steps redraw them
+    (image-to-image). `state` replaces the transformer's weights (a model in training passes its own). `side`: the
+    pictures' side in pixels (0: the model's own).
     """
     from tqdm import tqdm  # noqa: PLC0415
 
     batch = min(batch, len(prompts))
-    side = self.transformer.config.sample_size
-    neg_text, neg_pooled = self.encode_prompts([negative_prompt] * batch)  # the same for every batch
-    micro = self.micro_conds(batch, side * self.downscale, side * self.downscale)
+    side = side or self.grid_hw[0] * self.downscale
+    if side % self.downscale:
+      raise ValueError(f"a side of {side}px is not a multiple of the tokenizer's downscale {self.downscale}")
+    neg_text, neg_pooled = self.encode_prompts([settings.negative_prompt] * batch)  # the same for every batch
+    micro = self.micro_conds(batch, side, side)
+    ids = None if adapter is None else jnp.full((batch,), adapter, jnp.int32)
+    keys = sampling.picture_keys(seed, prompts)
+    pad = lambda x, n: jnp.concatenate([x, jnp.repeat(x[-1:], n, axis=0)]) if n else x
     out = []
     for i in tqdm(range(0, len(prompts), batch), desc=progress, unit="batch", disable=not progress):
       chunk = prompts[i : i + batch]
-      padded = chunk + [chunk[-1]] * (batch - len(chunk))
-      text, pooled = self.encode_prompts(padded)
+      missing = batch - len(chunk)
+      text, pooled = self.encode_prompts(chunk + [chunk[-1]] * missing)
+      keys_B = pad(keys[i : i + batch], missing)
+      init, first = None, 0
+      if init_tokens_BHW is not None:
+        decode_keys, mask_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys_B), 1, 0)
+        init, first = sampling.image_to_image_start(
+          mask_keys, pad(init_tokens_BHW[i : i + batch], missing), settings.steps, strength, self.mask_token_id
+        )
+        keys_B = decode_keys
       tokens = self.sampler(
-        make_passes(text, pooled, neg_text, neg_pooled, micro),
-        jax.random.key(seed + i),
-        (side, side),
-        num_steps=steps,
-        temperature=temperature,
-        token_temperature=token_temperature,
+        settings.passes(text, pooled, neg_text, neg_pooled, micro, ids),
+        keys_B,
+        (side // self.downscale,) * 2,
+        num_steps=settings.steps,
+        temperature=settings.temperature,
+        token_temperature=settings.token_temperature,
+        init_tokens_BHW=init,
+        start_step=first,
+        state=state,
       )
-      out.append(self.decode_tokens(tokens)[: len(chunk)])
-    return np.concatenate(out)
+      out.append(tokens[: len(chunk)])
+    return jnp.concatenate(out)
+
+  def draw(self, prompts: list[str], settings: SamplingSettings, **kwargs) -> np.ndarray:
+    """uint8 pictures of `prompts` (draw_tokens' arguments), decoded in batches of at most 64."""
+    tokens = self.draw_tokens(prompts, settings, **kwargs)
+    return np.concatenate([self.decode_tokens(tokens[i : i + 64]) for i in range(0, len(tokens), 64)])
 
   # -- adapters ---------------------------------------------------------------
+
+  def attach_adapters(self, config: AdapterConfig, rngs: nnx.Rngs) -> None:
+    """Give the transformer a fresh adapter bank (a fresh adapter changes nothing)."""
+    self.transformer.attach_adapters(config, rngs)
+    self._sampler = None  # the graph changed: build a new one on next use
 
   def load_adapter(self, path: str | Path) -> dict:
     """Attach an exported adapter (a file or a finished workdir) as bank entry 0; return its metadata.
 
     Refuses an adapter trained on another base model (fingerprints differ).
     """
-    from muse_styledrop.models.adapters import AdapterConfig, AdapterParam  # noqa: PLC0415
-
     tensors, meta = weights.read_adapter(Path(path))
     if meta.get("base_fingerprint") != self.fingerprint:
       raise weights.WeightsError(
         f"adapter {path} was trained on another base model (fingerprint {meta.get('base_fingerprint')}, this "
         f"base is {self.fingerprint}); load the base it was trained on, or train a new adapter on this one"
       )
-    self.transformer.attach_adapters(AdapterConfig(**meta["adapter"]), nnx.Rngs(0))
+    self.attach_adapters(AdapterConfig(**meta["adapter"]), nnx.Rngs(0))
     for key, var in nnx.to_flat_state(nnx.state(self.transformer, AdapterParam)):
       name = ".".join(str(k) for k in key)
       if name not in tensors or tuple(tensors[name].shape) != tuple(var.shape):
@@ -196,7 +230,6 @@ class Pipeline:
           "own adapter config; the file is damaged"
         )
       var.set_value(jnp.asarray(tensors[name], var.dtype))
-    self._sampler = None  # the graph changed: build a new one on next use
     return meta
 
   # -- text -------------------------------------------------------------------
@@ -219,8 +252,7 @@ class Pipeline:
     return self.vqvae.config.downscale
 
   def micro_conds(self, batch: int, height: int, width: int) -> jax.Array:
-    """aMUSEd's micro-conditioning: (width, height, crop top, crop left, aesthetic score) in pixels."""
-    return jnp.tile(jnp.asarray([[width, height, 0, 0, AESTHETIC_SCORE]], jnp.float32), (batch, 1))
+    return micro_conds(batch, height, width)
 
   def encode_images(self, images_BHWC: np.ndarray | jax.Array) -> jax.Array:
     """Codebook ids of float images in [0, 1]."""
@@ -232,6 +264,11 @@ class Pipeline:
     """uint8 RGB images of codebook ids."""
     images = self._vq_decode(tokens_BHW)
     return np.asarray(jnp.round(jnp.clip(images, 0, 1) * 255)).astype(np.uint8)
+
+
+def micro_conds(batch: int, height: int, width: int) -> jax.Array:
+  """aMUSEd's micro-conditioning: (width, height, crop top, crop left, aesthetic score) in pixels."""
+  return jnp.tile(jnp.asarray([[width, height, 0, 0, AESTHETIC_SCORE]], jnp.float32), (batch, 1))
 
 
 def frozen_jit(fn, module: nnx.Module):

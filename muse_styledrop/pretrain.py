@@ -1,11 +1,11 @@
-r"""Pretraining the embedded base on the shapes world: a small VQ tokenizer, a small CLIP, a small U-ViT.
+r"""Pretraining a base's components: a VQ tokenizer, a CLIP, a U-ViT (the embedded base's, on the shapes world).
 
   python -m muse_styledrop.pretrain --config=configs/pretrain_vq.py    [--workdir=DIR] [--config.key=value]
   python -m muse_styledrop.pretrain --config=configs/pretrain_clip.py
   python -m muse_styledrop.pretrain --config=configs/pretrain_uvit.py
 
 Every weight of the component trains (the trainer's "all weights" mode; the
-U-ViT's objective is the StyleDrop trainer's own `masked_loss`). Many steps run
+U-ViT's objective is the StyleDrop trainer's own `losses.masked_loss`). Many steps run
 per jit call (a lax.scan); checkpoints go to workdir/checkpoints every few
 minutes, and the same command resumes. A finished run exports its component in
 the diffusers/transformers layout under workdir/export and measures it
@@ -29,14 +29,10 @@ import ml_collections
 import numpy as np
 import optax
 from flax import nnx
-from tqdm import tqdm
 
-from muse_styledrop import checkpointing
-from muse_styledrop.metrics import MetricWriter
-from muse_styledrop.shapes import objectives
-from muse_styledrop.train import make_optimizer, record_metrics
-
-OBJECTIVES = {"vq": objectives.VQObjective, "clip": objectives.CLIPObjective, "uvit": objectives.UVitObjective}
+from muse_styledrop import checkpointing, evaluators, files, loop
+from muse_styledrop.optim import make_optimizer
+from muse_styledrop.pretraining import OBJECTIVES
 
 
 def make_steps(graphdef, tx, objective, steps: int, unroll: int | bool = 1):
@@ -81,78 +77,78 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     raise ValueError(f"config.model={config.model!r}; use one of {', '.join(OBJECTIVES)}")
   if config.steps % config.steps_per_call:
     raise ValueError(f"config.steps={config.steps} is not a multiple of config.steps_per_call={config.steps_per_call}")
+
+  # -- Init -------------------------------------------------------------------
+  evals = evaluators.from_config(config.evals)
   objective = OBJECTIVES[config.model](config, workdir)
   model = objective.build(nnx.Rngs(config.seed))
   graphdef, params, rest = nnx.split(model, objective.trainable, ...)
   tx = make_optimizer(config.optimizer, total_steps=config.steps)
-  opt_state = tx.init(params)
-  extra = objective.init_extra()
   frozen = objective.frozen_state()
-  rng = jax.random.key(config.seed)
   n_params = int(sum(x.size for x in jax.tree.leaves(params)))
   # XLA:CPU runs convolutions inside a while loop (an un-unrolled scan) ~30x slower (measured on the VQ's
   # backward pass: 25 s vs 0.75 s a step), so conv-heavy objectives unroll their steps (config.unroll).
-  unroll = True if config.get("unroll", False) else 1
+  unroll = True if config.unroll else 1
   train_steps = jax.jit(make_steps(graphdef, tx, objective, config.steps_per_call, unroll), donate_argnums=(0, 1, 2))
 
+  # -- Restore ----------------------------------------------------------------
   ckpt = checkpointing.Checkpointer(workdir / "checkpoints", use_async=config.checkpoint.use_async)
   meta = {"model": config.model, "parameters": n_params, "config": json.loads(config.to_json_best_effort())}
-  step = 0
+  like = {
+    "params": params,
+    "opt_state": tx.init(params),
+    "extra": objective.init_extra(),
+    "rng": jax.random.key_data(jax.random.key(config.seed)),
+  }
+  state, step = like, 0
   if (latest := ckpt.latest_step()) is not None:
-    like = {"params": params, "opt_state": opt_state, "extra": extra, "rng": jax.random.key_data(rng)}
-    restored, _ = ckpt.restore(latest, like)
-    params, opt_state, extra = restored["params"], restored["opt_state"], restored["extra"]
-    rng = jax.random.wrap_key_data(restored["rng"])
+    state, _ = ckpt.restore(latest, like)
     step = latest
     print(f"resumed from {workdir / 'checkpoints' / str(latest)}")
 
-  writer = MetricWriter(workdir)
-  bar = tqdm(total=config.steps, initial=step, desc=f"pretrain {config.model}", unit="step", dynamic_ncols=True)
-  last, pending = {}, None
-  last_save = time.monotonic()
+  # -- Train loop -------------------------------------------------------------
+  def call(state, step):
+    batches = objective.host_batches(np.random.default_rng([config.seed, step]), config.steps_per_call)
+    rng = jax.random.wrap_key_data(state["rng"])
+    params, opt_state, extra, rng, metrics = train_steps(
+      state["params"], state["opt_state"], state["extra"], rng, rest, frozen, batches
+    )
+    return {"params": params, "opt_state": opt_state, "extra": extra, "rng": jax.random.key_data(rng)}, metrics
 
-  log = functools.partial(record_metrics, workdir=workdir, bar=bar, writer=writer)
+  last_save = [time.monotonic()]
 
-  start = time.perf_counter()
-  max_seconds = config.get("max_seconds", 0)  # a time box (a lent GPU's minutes): stop early, then export as usual
+  def save(step, state):
+    ckpt.save(step, state, meta)
+    last_save[0] = time.monotonic()
+
   try:
-    while step < config.steps:
-      batches = objective.host_batches(np.random.default_rng([config.seed, step]), config.steps_per_call)
-      params, opt_state, extra, rng, metrics = train_steps(params, opt_state, extra, rng, rest, frozen, batches)
-      step += config.steps_per_call
-      if pending is not None:  # read one call late, so the device never waits for the host
-        last = log(*pending)
-      pending = (step, metrics)
-      bar.update(config.steps_per_call)
-      out_of_time = bool(max_seconds) and time.perf_counter() - start > max_seconds
-      if time.monotonic() - last_save > config.checkpoint.every_seconds or step == config.steps or out_of_time:
-        last = log(*pending)  # never checkpoint unchecked weights
-        pending = None
-        state = {"params": params, "opt_state": opt_state, "extra": extra, "rng": jax.random.key_data(rng)}
-        ckpt.save(step, state, meta)
-        last_save = time.monotonic()
-      if out_of_time:
-        break
-    if pending is not None:
-      last = log(*pending)
+    state, step, last, seconds = loop.run(
+      call,
+      state,
+      step=step,
+      total_steps=config.steps,
+      steps_per_call=config.steps_per_call,
+      workdir=workdir,
+      save=save,
+      save_due=lambda step: time.monotonic() - last_save[0] > config.checkpoint.every_seconds,
+      max_seconds=config.max_seconds,  # a time box (a lent GPU's minutes): stop early, then export as usual
+      desc=f"pretrain {config.model}",
+    )
   finally:
-    bar.close()
     ckpt.close()
-    writer.close()
-  seconds = time.perf_counter() - start
 
-  model = nnx.merge(graphdef, params, rest)
+  # -- Export & evaluate ------------------------------------------------------
+  model = nnx.merge(graphdef, state["params"], rest)
   export = objective.export(model, workdir / "export")
-  quality = objective.evaluate(model)
+  component = evaluators.Component(model, export, workdir, getattr(objective, "tokenizer", None))
+  quality = {k: v for evaluate in evals.values() for k, v in evaluate(component).metrics.items()}
   summary = {"model": config.model, "steps": step, "parameters": n_params, "train_seconds": round(seconds, 1)}
   if step < config.steps:
     summary["stopped_early"] = (
-      f"max_seconds={max_seconds} reached at step {step} of {config.steps}; the same command resumes"
+      f"max_seconds={config.max_seconds} reached at step {step} of {config.steps}; the same command resumes"
     )
   summary.update(last=last, export=str(export), quality=quality)
-  from muse_styledrop import weights  # noqa: PLC0415
-
-  weights.write_json(summary, workdir / "summary.json")
+  files.write_json(summary, workdir / "summary.json")
   return summary
 
 
@@ -161,7 +157,7 @@ def main(argv):
 
   del argv
   config = flags.FLAGS.config
-  workdir = flags.FLAGS.workdir or str(Path("runs") / config.get("name", f"pretrain_{config.model}"))
+  workdir = flags.FLAGS.workdir or str(Path("runs") / config.name)
   print(json.dumps(pretrain(config, workdir), indent=2))
 
 

@@ -18,14 +18,75 @@ aMUSEd `guidance_scale` g is u + g (c - u), i.e. s = g - 1 here.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from muse_styledrop.models.uvit import UVit2DModel
+from muse_styledrop.losses import mask_ratio
+
+SCHEDULES = ("cosine",)
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingSettings:
+  """How pictures are drawn: the decoding schedule, its noise and the guidance weights.
+
+  A training run records the settings it drew its samples with in adapter.json, and every command that draws with
+  that adapter starts from them (docs/sampling.md).
+  """
+
+  steps: int  # MaskGIT decoding steps
+  temperature: tuple[float, float]  # confidence noise (start, end), annealed linearly
+  token_temperature: float  # divides the logits tokens are drawn from (1: diffusers' rule, toward 0: the likeliest)
+  guidance_scale: float  # without an adapter: l = G(t) + s (G(t) - G(n))
+  lambda_a: float  # with an adapter: l = A(t) + lambda_a (A(t) - G(t)) + lambda_b (G(t) - G(n))
+  lambda_b: float
+  lambda_a_end: float | None = None  # set: lambda_a goes linearly to it over the steps
+  negative_prompt: str = ""
+  schedule: str = "cosine"  # the share of tokens still masked after each step
+
+  def __post_init__(self):
+    object.__setattr__(self, "temperature", tuple(float(t) for t in self.temperature))
+    if len(self.temperature) != 2:
+      raise ValueError(f"temperature={self.temperature}: give two numbers, start and end")
+    if self.steps < 1:
+      raise ValueError(f"steps={self.steps} must be at least 1")
+    if not self.token_temperature > 0:
+      raise ValueError(f"token_temperature={self.token_temperature} must be > 0 (small values: the likeliest token)")
+    if self.schedule not in SCHEDULES:
+      raise ValueError(f"schedule={self.schedule!r}; use one of {', '.join(SCHEDULES)}")
+
+  @classmethod
+  def from_dict(cls, d) -> SamplingSettings:
+    """The settings among the keys of `d` (a config's `sample` block or adapter.json's record); others are ignored."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: d[k] for k in names if k in d})
+
+  def to_dict(self) -> dict:
+    return {**dataclasses.asdict(self), "temperature": list(self.temperature)}
+
+  def replace(self, **changes) -> SamplingSettings:
+    return dataclasses.replace(self, **changes)
+
+  def passes(self, text_BTD, pooled_BD, neg_text_BTD, neg_pooled_BD, micro_conds_BM, adapter_ids_B=None) -> Passes:
+    """StyleDrop guidance where an example names an adapter (its id in the bank), classifier-free guidance with
+    `guidance_scale` where none is named (adapter_ids_B None, or -1 for an example)."""
+    if adapter_ids_B is None:
+      return classifier_free(text_BTD, pooled_BD, neg_text_BTD, neg_pooled_BD, micro_conds_BM, self.guidance_scale)
+    return styledrop(
+      text_BTD,
+      pooled_BD,
+      neg_text_BTD,
+      neg_pooled_BD,
+      micro_conds_BM,
+      self.lambda_a,
+      self.lambda_b,
+      adapter_ids_B,
+      self.lambda_a_end,
+    )
 
 
 @jax.tree_util.register_dataclass
@@ -48,12 +109,14 @@ class Passes:
 
 
 def classifier_free(text_BTD, pooled_BD, neg_text_BTD, neg_pooled_BD, micro_conds_BM, scale: float) -> Passes:
-  """Two passes, prompt and negative prompt: l = c + scale * (c - u)."""
+  """Two passes, prompt and negative prompt, no adapter: l = c + scale * (c - u)."""
+  b = text_BTD.shape[0]
   return Passes(
     text_PBTD=jnp.stack([text_BTD, neg_text_BTD]),
     pooled_PBD=jnp.stack([pooled_BD, neg_pooled_BD]),
     micro_conds_PBM=jnp.stack([micro_conds_BM, micro_conds_BM]),
     weights_P=jnp.asarray([1.0 + scale, -scale], jnp.float32),
+    adapter_ids_PB=jnp.full((2, b), -1, jnp.int32),
   )
 
 
@@ -65,37 +128,25 @@ def styledrop(
   micro_conds_BM,
   lambda_a: float,
   lambda_b: float,
-  adapter_id: int = 0,
+  adapter_ids_B=0,
   lambda_a_end: float | None = None,
 ) -> Passes:
-  """Three passes: l = A(t) + lambda_a (A(t) - G(t)) + lambda_b (G(t) - G(n)) (PAPER.md section 4).
+  """Three passes: l = A(t) + lambda_a (A(t) - G(t)) + lambda_b (G(t) - G(n)) (StyleDrop, section 3.3).
 
-  A is the model with adapter `adapter_id` of the bank, G without any. With `lambda_a_end`, lambda_a goes
-  linearly from `lambda_a` at the first decoding step to `lambda_a_end` at the last (our extension).
+  A is the model with each example's adapter of the bank (`adapter_ids_B`: one id for all, or one per example), G
+  without any. With `lambda_a_end`, lambda_a goes linearly from `lambda_a` at the first decoding step to
+  `lambda_a_end` at the last (our extension).
   """
   b = text_BTD.shape[0]
   weights = lambda a: jnp.asarray([1.0 + a, lambda_b - a, -lambda_b], jnp.float32)
+  ids_B = jnp.broadcast_to(jnp.asarray(adapter_ids_B, jnp.int32), (b,))
   return Passes(
     text_PBTD=jnp.stack([text_BTD, text_BTD, neg_text_BTD]),
     pooled_PBD=jnp.stack([pooled_BD, pooled_BD, neg_pooled_BD]),
     micro_conds_PBM=jnp.stack([micro_conds_BM] * 3),
     weights_P=weights(lambda_a),
-    adapter_ids_PB=jnp.asarray([[adapter_id] * b, [-1] * b, [-1] * b], jnp.int32),
+    adapter_ids_PB=jnp.stack([ids_B, jnp.full((b,), -1, jnp.int32), jnp.full((b,), -1, jnp.int32)]),
     end_weights_P=None if lambda_a_end is None else weights(lambda_a_end),
-  )
-
-
-def styledrop_from_config(c, text_BTD, pooled_BD, neg_text_BTD, neg_pooled_BD, micro_conds_BM) -> Passes:
-  """`styledrop` with the guidance of a config's `sample` block (lambda_a, lambda_a_end if set, lambda_b)."""
-  return styledrop(
-    text_BTD,
-    pooled_BD,
-    neg_text_BTD,
-    neg_pooled_BD,
-    micro_conds_BM,
-    c.lambda_a,
-    c.lambda_b,
-    lambda_a_end=c.get("lambda_a_end"),
   )
 
 
@@ -104,9 +155,8 @@ def unguided(text_BTD, pooled_BD, micro_conds_BM) -> Passes:
 
 
 def masked_count(step, num_steps: int, seq_len: int, num_unknown_B):
-  """How many tokens stay masked after `step` (0-based): floor(L cos(pi/2 (k+1)/K)), in [1, unknown - 1]."""
-  ratio = jnp.cos(math.pi / 2 * (step + 1) / num_steps)
-  count = jnp.floor(seq_len * ratio).astype(jnp.int32)
+  """How many tokens stay masked after `step` (0-based): floor(L mask_ratio((k+1)/K)), in [1, unknown - 1]."""
+  count = jnp.floor(seq_len * mask_ratio((step + 1) / num_steps)).astype(jnp.int32)
   return jnp.maximum(1, jnp.minimum(num_unknown_B - 1, count))
 
 
@@ -121,11 +171,15 @@ def temperature_at(step, num_steps: int, start, end):
   return start + (end - start) * step / max(num_steps - 1, 1)
 
 
-def guided_logits(model: UVit2DModel, tokens_BHW, passes: Passes, weights_P=None):
-  """Combined logits_BHWV of all passes, from one batched forward (with `weights_P` in place of the passes')."""
+LogitsFn = Callable[..., jax.Array]  # (tokens_BHW, text_BTD, pooled_BD, micro_conds_BM, adapter_ids_B) -> logits_BHWV
+
+
+def guided_logits(logits_fn: LogitsFn, tokens_BHW, passes: Passes, weights_P=None):
+  """Combined logits_BHWV of all passes, from one batched call of `logits_fn` (a transformer, or any function of
+  the same arguments), with `weights_P` in place of the passes' weights when given."""
   p, b = passes.weights_P.shape[0], tokens_BHW.shape[0]
   flat = lambda x: None if x is None else x.reshape(p * b, *x.shape[2:])
-  logits = model(
+  logits = logits_fn(
     jnp.tile(tokens_BHW, (p, 1, 1)),
     flat(passes.text_PBTD),
     flat(passes.pooled_PBD),
@@ -136,31 +190,34 @@ def guided_logits(model: UVit2DModel, tokens_BHW, passes: Passes, weights_P=None
   return jnp.einsum("p,pbhwv->bhwv", passes.weights_P if weights_P is None else weights_P, logits)
 
 
-def decode_step(step, tokens_BL, logits_BLV, rng, *, num_steps: int, mask_id: int, temperature, token_temperature=1.0):
+def decode_step(
+  step, tokens_BL, logits_BLV, keys_B, *, num_steps: int, mask_id: int, temperature, token_temperature=1.0
+):
   """One MaskGIT step: sample every masked position, keep the confident ones, re-mask the rest.
 
+  Each example draws from its own key (keys_B), so a picture does not depend on what else is in its batch.
   `temperature` scales the Gumbel noise on the confidences (which tokens are kept); `token_temperature` divides
   the logits the tokens are drawn from (1: diffusers' rule; toward 0: the most likely token).
   """
-  sample_rng, gumbel_rng = jax.random.split(rng)
+  keys_B2 = jax.vmap(jax.random.split)(keys_B)
   unknown_BL = tokens_BL == mask_id
   logits_BLV = logits_BLV / token_temperature
-  sampled_BL = jax.random.categorical(sample_rng, logits_BLV, axis=-1).astype(tokens_BL.dtype)
+  sampled_BL = jax.vmap(jax.random.categorical)(keys_B2[:, 0], logits_BLV).astype(tokens_BL.dtype)
   pred_BL = jnp.where(unknown_BL, sampled_BL, tokens_BL)
   logp_BL = jnp.take_along_axis(jax.nn.log_softmax(logits_BLV, axis=-1), pred_BL[..., None], axis=-1)[..., 0]
-  confidence = jnp.maximum(logp_BL, math.log(1e-20)) + temperature * jax.random.gumbel(gumbel_rng, logp_BL.shape)
+  gumbel_BL = jax.vmap(lambda k: jax.random.gumbel(k, logp_BL.shape[1:]))(keys_B2[:, 1])
+  confidence = jnp.maximum(logp_BL, math.log(1e-20)) + temperature * gumbel_BL
   confidence = jnp.where(unknown_BL, confidence, jnp.inf)
   count_B = masked_count(step, num_steps, tokens_BL.shape[1], unknown_BL.sum(-1))
   remasked = jnp.where(remask(confidence, count_B), mask_id, pred_BL)
   return jnp.where(step == num_steps - 1, pred_BL, remasked)
 
 
-def _generate(
-  graphdef,
-  state,
+def generate(
+  logits_fn: LogitsFn,
   passes: Passes,
   tokens_BHW,
-  rng,
+  keys_B,
   temperature_range,
   token_temperature,
   start_step,
@@ -168,63 +225,75 @@ def _generate(
   num_steps: int,
   mask_id: int,
 ):
-  model = nnx.merge(graphdef, state)
+  """Decoding steps start_step..num_steps-1 from `tokens_BHW` under the guided logits of `passes`, as one
+  `lax.fori_loop`: a pure function of its arguments."""
   b, h, w = tokens_BHW.shape
 
-  def body(step, carry):
-    tokens_BL, rng = carry
-    rng, step_rng = jax.random.split(rng)
-    logits = guided_logits(model, tokens_BL.reshape(b, h, w), passes, passes.weights_at(step, num_steps))
-    temperature = temperature_at(step, num_steps, *temperature_range)
-    tokens_BL = decode_step(
+  def body(step, tokens_BL):
+    logits = guided_logits(logits_fn, tokens_BL.reshape(b, h, w), passes, passes.weights_at(step, num_steps))
+    step_keys_B = jax.vmap(jax.random.fold_in, (0, None))(keys_B, step)
+    return decode_step(
       step,
       tokens_BL,
       logits.reshape(b, h * w, -1),
-      step_rng,
+      step_keys_B,
       num_steps=num_steps,
       mask_id=mask_id,
-      temperature=temperature,
+      temperature=temperature_at(step, num_steps, *temperature_range),
       token_temperature=token_temperature,
     )
-    return tokens_BL, rng
 
-  tokens_BL, _ = jax.lax.fori_loop(start_step, num_steps, body, (tokens_BHW.reshape(b, h * w), rng))
-  return tokens_BL.reshape(b, h, w)
+  return jax.lax.fori_loop(start_step, num_steps, body, tokens_BHW.reshape(b, h * w)).reshape(b, h, w)
 
 
-def image_to_image_start(rng, tokens_BHW, num_steps: int, strength: float, mask_id: int):
+def picture_keys(seed: int, prompts: list[str]) -> jax.Array:
+  """One key per picture: the n-th picture of a prompt in a call draws with fold_in(key(seed), n), wherever it
+  sits in the batch, so the same prompt, seed and settings give the same picture alone or among others."""
+  seen: dict[str, int] = {}
+  index = []
+  for p in prompts:
+    index.append(seen.get(p, 0))
+    seen[p] = index[-1] + 1
+  return jax.vmap(jax.random.fold_in, (None, 0))(jax.random.key(seed), jnp.asarray(index, jnp.uint32))
+
+
+def image_to_image_start(keys_B, tokens_BHW, num_steps: int, strength: float, mask_id: int):
   """(partly masked tokens, first step) for editing an image, as diffusers' AmusedImg2ImgPipeline does.
 
   The last int(num_steps * strength) steps are run; before them, each token
   of the image is masked with the schedule's probability at that point,
-  cos(pi/2 (first + 1) / num_steps). strength 1 redraws everything.
+  mask_ratio((first + 1) / num_steps). strength 1 redraws everything.
   """
   if not 0 < strength <= 1:
     raise ValueError(f"strength={strength} must be in (0, 1]: the share of decoding steps that redraw the image")
   run = max(1, int(num_steps * strength))
   first = num_steps - run
-  ratio = math.cos(math.pi / 2 * (first + 1) / num_steps) if run < num_steps else 1.0
-  masked = jax.random.uniform(rng, tokens_BHW.shape) < ratio
+  ratio = float(mask_ratio((first + 1) / num_steps)) if run < num_steps else 1.0
+  masked = jax.vmap(lambda k: jax.random.uniform(k, tokens_BHW.shape[1:]))(keys_B) < ratio
   return jnp.where(masked, mask_id, tokens_BHW), first
 
 
 class Sampler:
-  """MaskGIT decoding for one (frozen) transformer, compiled once per shape.
+  """MaskGIT decoding for one transformer (any nnx module called as a LogitsFn), compiled once per shape.
 
-  The model is split once, here: the graph definition is closed over rather
+  The module is split once, here: the graph definition is closed over rather
   than passed as a static argument, because hashing the graph of a
   600M-parameter model on every call costs about a second on CPU.
   """
 
-  def __init__(self, model: UVit2DModel, mask_id: int):
-    self.graphdef, self.state = nnx.split(model)
+  def __init__(self, module: nnx.Module, mask_id: int):
+    graphdef, self.state = nnx.split(module)
     self.mask_id = mask_id
-    self.jitted = jax.jit(functools.partial(_generate, self.graphdef), static_argnames=("num_steps", "mask_id"))
+
+    def run(state, *args, **static):
+      return generate(nnx.merge(graphdef, state), *args, **static)
+
+    self.jitted = jax.jit(run, static_argnames=("num_steps", "mask_id"))
 
   def __call__(
     self,
     passes: Passes,
-    rng: jax.Array,
+    keys_B: jax.Array,
     grid_hw: tuple[int, int],
     *,
     num_steps: int,
@@ -234,13 +303,13 @@ class Sampler:
     start_step: int = 0,
     state: nnx.State | None = None,
   ):
-    """tokens_BHW drawn by `num_steps` of MaskGIT decoding under the guided logits of `passes`.
+    """tokens_BHW drawn by `num_steps` of MaskGIT decoding under the guided logits of `passes`, one key a picture.
 
     `temperature` (start, end) scales the confidence noise, annealed linearly;
     `token_temperature` divides the logits tokens are drawn from (see
     decode_step). Decoding runs steps start_step..num_steps-1 from
     `init_tokens_BHW` (all masked by default; see image_to_image_start).
-    `state` replaces the model's weights captured at construction (a model in
+    `state` replaces the module's weights captured at construction (a model in
     training passes its current state).
     """
     b = passes.text_PBTD.shape[1]
@@ -250,7 +319,7 @@ class Sampler:
       self.state if state is None else state,
       passes,
       init_tokens_BHW.astype(jnp.int32),
-      rng,
+      keys_B,
       jnp.asarray(temperature, jnp.float32),
       jnp.asarray(token_temperature, jnp.float32),
       jnp.asarray(start_step, jnp.int32),

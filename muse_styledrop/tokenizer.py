@@ -16,8 +16,21 @@ from pathlib import Path
 import numpy as np
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
-# We use transformers for tokenizers only; its import-time advice that PyTorch is missing is noise here.
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def _auto_tokenizer():
+  """transformers' AutoTokenizer, imported without its advice that no PyTorch is installed (we use it for tokenizers
+  only); the environment is left as it was."""
+  saved = os.environ.get("TRANSFORMERS_NO_ADVISORY_WARNINGS")
+  os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"] = "1"
+  try:
+    from transformers import AutoTokenizer  # noqa: PLC0415 - keeps `import muse_styledrop` light
+  finally:
+    if saved is None:
+      del os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"]
+    else:
+      os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"] = saved
+  return AutoTokenizer
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -86,13 +99,11 @@ class Tokenizer:
   """A directory's CLIP tokenizer, padding/truncating to the model's length as aMUSEd's pipeline does."""
 
   def __init__(self, folder: Path):
-    from transformers import AutoTokenizer  # noqa: PLC0415 - keeps `import muse_styledrop` light
-
     folder = Path(folder)
     if not folder.is_dir():
       raise FileNotFoundError(f"tokenizer directory {folder} does not exist; the model directory is incomplete")
     try:
-      self._tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+      self._tok = _auto_tokenizer().from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError) as e:
       raise ValueError(
         f"cannot load the tokenizer in {folder} ({e}); it needs vocab.json and merges.txt or tokenizer.json"

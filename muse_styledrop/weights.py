@@ -17,7 +17,6 @@ module path is the key, and only the leaf is renamed and relaid out:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,6 +28,7 @@ from flax import nnx
 from safetensors import SafetensorError, safe_open
 from safetensors.flax import save_file
 
+from muse_styledrop import files
 from muse_styledrop.models.clip import CLIPConfig, CLIPModel, TowerConfig
 from muse_styledrop.models.uvit import UVit2DModel, UVitConfig
 from muse_styledrop.models.vq import VQConfig, VQModel
@@ -50,12 +50,7 @@ class WeightsError(ValueError):
 
 
 def read_json(path: Path) -> dict:
-  if not path.is_file():
-    raise WeightsError(f"{path} is missing; point the config at a complete model directory")
-  try:
-    return json.loads(path.read_text())
-  except json.JSONDecodeError as e:
-    raise WeightsError(f"{path} is not valid JSON ({e}); re-download or re-export that file") from e
+  return files.read_json(path, WeightsError)
 
 
 def weight_files(folder: Path, stem: str, variant: str | None = None) -> list[Path]:
@@ -179,12 +174,6 @@ def write_safetensors(tensors: dict[str, jax.Array], path: Path, metadata: dict[
   """Write atomically: a temporary file renamed into place."""
   tmp = path.with_name(path.name + ".tmp")
   save_file({k: jnp.asarray(v) for k, v in tensors.items()}, str(tmp), metadata=metadata)
-  os.replace(tmp, path)
-
-
-def write_json(obj: Any, path: Path) -> None:
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
   os.replace(tmp, path)
 
 
@@ -333,19 +322,19 @@ def load_clip(folder: Path, variant: str | None = None, param_dtype=jnp.float32)
 
 def save_transformer(model: UVit2DModel, folder: Path, dtype=None) -> None:
   folder.mkdir(parents=True, exist_ok=True)
-  write_json(uvit_config_dict(model.config), folder / "config.json")
+  files.write_json(uvit_config_dict(model.config), folder / "config.json")
   write_safetensors(state_dict(model, dtype), folder / f"{DIFFUSERS_WEIGHTS}.safetensors")
 
 
 def save_vqvae(model: VQModel, folder: Path, dtype=None) -> None:
   folder.mkdir(parents=True, exist_ok=True)
-  write_json(vq_config_dict(model.config), folder / "config.json")
+  files.write_json(vq_config_dict(model.config), folder / "config.json")
   write_safetensors(state_dict(model, dtype), folder / f"{DIFFUSERS_WEIGHTS}.safetensors")
 
 
 def save_clip(model: CLIPModel, folder: Path, dtype=None) -> None:
   folder.mkdir(parents=True, exist_ok=True)
-  write_json(clip_config_dict(model.config), folder / "config.json")
+  files.write_json(clip_config_dict(model.config), folder / "config.json")
   write_safetensors(state_dict(model, dtype), folder / f"{TRANSFORMERS_WEIGHTS}.safetensors", {"format": "pt"})
 
 
@@ -362,7 +351,7 @@ def write_adapter(state: nnx.State, meta: dict, path: Path) -> tuple[Path, Path]
   tensors = {".".join(str(p) for p in key): var[...] for key, var in nnx.to_flat_state(state)}
   st, js = path.with_suffix(".safetensors"), path.with_suffix(".json")
   write_safetensors(tensors, st, {"format": ADAPTER_FORMAT})
-  write_json({"format": ADAPTER_FORMAT, **meta}, js)
+  files.write_json({"format": ADAPTER_FORMAT, **meta}, js)
   return st, js
 
 

@@ -48,7 +48,7 @@ def test_main_command_runs_on_the_embedded_base_and_grades_adapter_and_base(tmp_
       "muse_styledrop.train",
       "--config=configs/style_one_shot.py:runlocal",
       f"--workdir={tmp_path}",
-      "--config.evaluate.prompts=8",
+      "--config.evals.shapes_oracle.prompts=8",
     ],
     capture_output=True,
     text=True,
@@ -77,7 +77,7 @@ def test_base_quality_grades_every_sampler():
   from muse_styledrop.shapes import grading
 
   pipe = Pipeline.from_pretrained(EMBEDDED_BASE)
-  samplers = {"a": (3.0, (4.5, 0.0), 1.0), "b": (0.0, (0.0, 0.0), 0.1)}
+  samplers = {"a": grading.BASE_SAMPLERS["default"], "b": grading.BASE_SAMPLERS["likeliest"]}
   report = grading.base_quality(pipe, grading.grader_or_none(""), count=4, steps=2, samplers=samplers)
-  assert set(report["samplers"]) == {"a", "b"} and report["samplers"]["b"]["token_temperature"] == 0.1
+  assert set(report["samplers"]) == {"a", "b"} and report["samplers"]["b"]["settings"]["token_temperature"] == 0.1
   assert report["count"] == 4 and report["shape_accuracy"] == report["samplers"]["a"]["shape_accuracy"]

@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from configs import style_one_shot  # noqa: E402
 from muse_styledrop import data, feedback  # noqa: E402
+from muse_styledrop.sampling import SamplingSettings  # noqa: E402
 
 
 def round1_adapter(amused_dir, folder, phrase="in sks style"):
@@ -27,14 +28,14 @@ def round1_adapter(amused_dir, folder, phrase="in sks style"):
 
   pipe = Pipeline.from_pretrained(amused_dir)
   pipe.transformer.attach_adapters(AdapterConfig(), nnx.Rngs(0))
-  sample = style_one_shot.get_config().sample.to_dict()
-  sample.update(steps=2)
+  settings = SamplingSettings.from_dict(style_one_shot.get_config().sample).replace(steps=2)
   meta = {
     "base_fingerprint": pipe.fingerprint,
     "adapter": {"hidden": 4},
     "style_phrase": phrase,
     "style_images": ["round1.png"],
-    "config": {"sample": sample},
+    "sampling": settings.to_dict(),
+    "config": {"feedback_prompts": "paper", "evals": {}},
   }
   weights.write_adapter(nnx.state(pipe.transformer, AdapterParam), meta, folder / "adapter")
   return folder / "adapter.safetensors"
@@ -65,6 +66,10 @@ def test_random_feedback_writes_the_pool_and_a_style_set_the_trainer_reads(pool_
   record = json.loads((selected / "selection.json").read_text())
   assert record["select"] == "random" and record["round1_style_images"] == ["round1.png"]
   assert not (out / "selected.tmp").exists() and (out / "selected.png").is_file()
+  # the printed round-2 command trains on the round-1 adapter's base, with the paper's round-2 recipe there
+  command = feedback.round2_command(record, selected)
+  assert f"--config.base_model={record['base_model']}" in command and record["base_model"]
+  assert "style_one_shot.py:paper,round2" in command and f"--config.style_images={selected}" in command
 
 
 def test_round2_variant_is_the_papers_adapter_graded_on_round_1s_picture():
@@ -74,17 +79,19 @@ def test_round2_variant_is_the_papers_adapter_graded_on_round_1s_picture():
   adapter = AdapterConfig(**c.adapter.to_dict())
   assert (adapter.hidden, adapter.shared) == (32, False)
   assert c.style_images == "runs/feedback/selected" and c.content_prompts == ""  # feedback's default --out
-  assert c.evaluate.reference == style_one_shot.REFERENCE["image"]
+  assert c.evals.shapes_oracle.reference == style_one_shot.REFERENCE["image"]
+  both = style_one_shot.get_config("paper,round2")  # variants compose: the paper's recipe, round 2's adapter
+  assert (both.adapter.hidden, both.optimizer.learning_rate, dict(both.evals)) == (32, 3e-5, {})
 
 
 def test_selection_keeps_the_best_scored_or_a_seeded_random_pick():
   scores = np.asarray([[0.1, 0.9, 0.5], [0.7, 0.2, 0.8]])
-  assert feedback.select("clip", scores, (2, 3), 1, 0) == [(0, 1), (1, 2)]
-  assert feedback.select("clip", scores, (2, 3), 2, 0) == [(0, 1), (0, 2), (1, 0), (1, 2)]
-  picks = feedback.select("random", None, (2, 3), 2, seed=5)
-  assert picks == feedback.select("random", None, (2, 3), 2, seed=5) and len(picks) == 4
+  assert feedback.choose("clip", scores, (2, 3), 1, 0) == [(0, 1), (1, 2)]
+  assert feedback.choose("clip", scores, (2, 3), 2, 0) == [(0, 1), (0, 2), (1, 0), (1, 2)]
+  picks = feedback.choose("random", None, (2, 3), 2, seed=5)
+  assert picks == feedback.choose("random", None, (2, 3), 2, seed=5) and len(picks) == 4
   with pytest.raises(feedback.FeedbackError, match="--keep=4 must be between 1 and --per_prompt=3"):
-    feedback.select("random", None, (2, 3), 4, 0)
+    feedback.choose("random", None, (2, 3), 4, 0)
 
 
 def test_clip_scores_match_transformers_clip(tmp_path):

@@ -1,4 +1,4 @@
-"""Patch codes (shapes/patch_codes.py, the flat probe's and the anchored VQ's tokens): round trips, a local code."""
+"""Patch codes (pretraining/patch_codes.py, the anchored VQ's tokens): round trips, a local code."""
 
 import sys
 from pathlib import Path
@@ -7,7 +7,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from muse_styledrop.shapes.patch_codes import from_patches, neighbour_majority, patch_kmeans, to_patches  # noqa: E402
+from muse_styledrop.pretraining.patch_codes import from_patches, neighbour_majority, patch_kmeans, to_patches  # noqa: E402
 
 
 def test_patches_round_trip():

@@ -13,17 +13,17 @@ from flax import nnx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from configs import pretrain_clip, pretrain_vq  # noqa: E402
-from muse_styledrop import weights  # noqa: E402
+from muse_styledrop import files, weights  # noqa: E402
 from muse_styledrop.models.vq import VQConfig, VQModel  # noqa: E402
+from muse_styledrop.pipeline import EMBEDDED_BASE  # noqa: E402
 from muse_styledrop.pretrain import pretrain  # noqa: E402
-from muse_styledrop.shapes import dataset, patch_codes  # noqa: E402
-from muse_styledrop.shapes.objectives import fsq_grid, select, world_words  # noqa: E402
+from muse_styledrop.pretraining import patch_codes  # noqa: E402
+from muse_styledrop.pretraining.clip import caption_words  # noqa: E402
+from muse_styledrop.pretraining.uvit import training_subset  # noqa: E402
+from muse_styledrop.pretraining.vq import fsq_grid  # noqa: E402
+from muse_styledrop.shapes import dataset  # noqa: E402
 from muse_styledrop.shapes.styles import STYLES  # noqa: E402
 from muse_styledrop.tokenizer import Tokenizer  # noqa: E402
-
-STYLE_NAMES = list(STYLES)
-# The 4x4-pixel-token base, shipped until session 13: the warm starts below are written against its 8x8 grid
-BASE_4PX = Path(__file__).resolve().parents[1] / "candidates" / "shapes_base_4px"
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +37,8 @@ def data_files(tmp_path_factory):
 def tiny_vq(data_files, steps=12, quantizer="vq"):
   c = pretrain_vq.get_config()
   c.quantizer, c.fsq_levels = quantizer, (4, 4)
-  c.data.train, c.data.test = map(str, data_files)
-  c.oracle = "/nonexistent"
+  c.data.train = str(data_files[0])
+  c.evals.shapes_vq.test, c.evals.shapes_vq.oracle_dir = str(data_files[1]), "/nonexistent"
   c.vq.block_out_channels, c.vq.latent_channels, c.vq.vq_embed_dim = (8, 8), 8, 2 if quantizer == "fsq" else 4
   c.vq.num_vq_embeddings, c.vq.norm_num_groups = 16, 4
   c.crop, c.batch_size, c.steps, c.steps_per_call = 16, 4, steps, 4
@@ -183,17 +183,12 @@ def test_anchored_vq_continues_on_its_own_codebook_and_a_sharp_code_loss_picks_t
 
 def test_uvit_data_selection_keeps_single_medium_or_large_objects(data_files):
   arrays = dataset.load(data_files[0])
-  keep = select(arrays, "single_large")
+  keep = training_subset(arrays, "single_large")
   assert 0 < len(keep) < len(arrays["objects"])
   assert (arrays["objects"][keep] == 1).all() and not any("a small " in str(c) for c in arrays["caption"][keep])
-  assert len(select(arrays, "all")) == len(arrays["objects"])
+  assert len(training_subset(arrays, "all")) == len(arrays["objects"])
   with pytest.raises(ValueError, match="data.select='big'"):
-    select(arrays, "big")
-  style = int(arrays["style"][keep[0]])
-  one = select(arrays, "single_large", STYLE_NAMES[style])
-  assert set(one) <= set(keep) and (arrays["style"][one] == style).all() and keep[0] in one
-  with pytest.raises(ValueError, match="data.style='flatt' is not a style"):
-    select(arrays, "all", "flatt")
+    training_subset(arrays, "big")
 
 
 def test_pretraining_resumes_to_the_same_weights(data_files, tmp_path):
@@ -216,7 +211,7 @@ def test_clip_pretraining_exports_a_model_and_tokenizer_transformers_loads(data_
   from transformers import CLIPModel as TorchCLIP
 
   c = pretrain_clip.get_config()
-  c.data.train, c.data.test = map(str, data_files)
+  c.data.train, c.evals.shapes_clip.test = map(str, data_files)
   for tower in (c.clip.text, c.clip.vision):
     tower.hidden_size, tower.intermediate_size, tower.num_hidden_layers = 32, 64, 1
   c.clip.projection_dim, c.batch_size, c.steps, c.steps_per_call = 16, 8, 4, 2
@@ -227,7 +222,7 @@ def test_clip_pretraining_exports_a_model_and_tokenizer_transformers_loads(data_
   ids = tok(["a sks thing in zorblax style", "a red star in neon glow style"])
   assert ids.shape == (2, c.max_length) and (ids[0] != ids[1]).any()
   # every word of the world is one token (CLIP's pre-tokeniser splits digits off, so "3d" is two)
-  words = [w for w in world_words(dataset.load(data_files[0])["caption"]) if w.isalpha()]
+  words = [w for w in caption_words(dataset.load(data_files[0])["caption"], STYLES.values()) if w.isalpha()]
   eos = tok([""])[0][1]
   assert [w for w in words if tok([w])[0][2] != eos] == []
   theirs = TorchCLIP.from_pretrained(export / "clip").eval()
@@ -240,19 +235,32 @@ def test_clip_pretraining_exports_a_model_and_tokenizer_transformers_loads(data_
   assert set(summary["quality"]) == {"shape", "colour", "style"}
 
 
+def transformer_without_position(folder: Path) -> Path:
+  """The embedded base's transformer as aMUSEd has it: no position embedding."""
+  source = EMBEDDED_BASE / "transformer"
+  tensors = weights.read_tensors(weights.weight_files(source, "diffusion_pytorch_model"))
+  folder.mkdir(parents=True)
+  weights.write_safetensors(
+    {k: v for k, (v, _) in tensors.items() if k != "position_embedding"}, folder / "diffusion_pytorch_model.safetensors"
+  )
+  files.write_json({**files.read_json(source / "config.json"), "position_embedding_grid": []}, folder / "config.json")
+  return folder
+
+
 def test_uvit_warm_start_keeps_a_new_position_embedding_and_token_cache_follows_the_encoder(data_files, tmp_path):
   from configs import pretrain_uvit
-  from muse_styledrop.shapes.objectives import UVitObjective
+  from muse_styledrop.pretraining.uvit import UVitObjective
 
-  c = pretrain_uvit.get_config("position")
+  c = pretrain_uvit.get_config()
   c.data.train = str(data_files[0])
-  c.vq_dir, c.clip_dir = str(BASE_4PX / "vqvae"), str(BASE_4PX)
-  c.init_from = str(BASE_4PX / "transformer")
+  c.vq_dir, c.clip_dir = str(EMBEDDED_BASE / "vqvae"), str(EMBEDDED_BASE)
+  c.init_from = str(transformer_without_position(tmp_path / "source"))
+  c.uvit.position_embedding_grid = (16, 16)
   model = UVitObjective(c, tmp_path).build(nnx.Rngs(0))
-  shipped = weights.read_tensors(weights.weight_files(BASE_4PX / "transformer", "diffusion_pytorch_model"))
+  source = weights.read_tensors(weights.weight_files(Path(c.init_from), "diffusion_pytorch_model"))
   ours = weights.state_dict(model)
-  assert set(ours) == set(shipped) | {"position_embedding"}
-  for k, (v, _) in shipped.items():
+  assert set(ours) == set(source) | {"position_embedding"}
+  for k, (v, _) in source.items():
     np.testing.assert_array_equal(np.asarray(ours[k]), np.asarray(v, np.float32), err_msg=k)
   assert 0.5 < float(jnp.std(ours["position_embedding"])) < 1.5  # a fresh unit-scale table, not zeros
 
@@ -268,7 +276,7 @@ def test_uvit_warm_start_keeps_a_new_position_embedding_and_token_cache_follows_
   np.testing.assert_array_equal(again.ids, first.ids)
   with pytest.raises(FileNotFoundError, match="missing.npz does not exist and .*tokens.npz is not there yet"):
     UVitObjective(c, tmp_path / "fresh")
-  other = weights.load_vqvae(BASE_4PX / "vqvae", param_dtype=jnp.float16)
+  other = weights.load_vqvae(EMBEDDED_BASE / "vqvae", param_dtype=jnp.float16)
   other.decoder.conv_out.bias.set_value(other.decoder.conv_out.bias[...] + 1)  # another decoder: the same tokens
   weights.save_vqvae(other, tmp_path / "other_vq")
   c.vq_dir = str(tmp_path / "other_vq")
@@ -280,34 +288,36 @@ def test_uvit_warm_start_keeps_a_new_position_embedding_and_token_cache_follows_
 
 
 def test_uvit_warm_start_onto_another_vq_keeps_the_body_and_resizes_the_position_embedding(tmp_path):
-  """configs/pretrain_uvit.py:anchored_2px_warm: the shipped body on a 16x16 grid, new token embedding and head."""
+  """As configs/pretrain_uvit.py:anchored_2px_warm does: a trained body on a grid twice as wide, with a new token
+  embedding and head (here the embedded base's 16x16 grid onto 32x32)."""
   import dataclasses
 
   from configs import pretrain_uvit
   from muse_styledrop.models.uvit import UVit2DModel
-  from muse_styledrop.shapes.objectives import warm_start
+  from muse_styledrop.pretraining.uvit import warm_start
 
   c = pretrain_uvit.get_config("anchored_2px_warm")
-  source = Path(c.init_from)
+  source = EMBEDDED_BASE / "transformer"
   tensors = weights.read_tensors(weights.weight_files(source, "diffusion_pytorch_model"))
   shipped = {k: np.asarray(v, np.float32) for k, (v, _) in tensors.items()}
   config = weights.uvit_config(weights.read_json(source / "config.json"), source)
-  config = dataclasses.replace(config, position_embedding_grid=(16, 16), sample_size=32)
+  assert config.position_embedding_grid == (16, 16)
+  config = dataclasses.replace(config, position_embedding_grid=(32, 32), sample_size=64)
   fresh = weights.state_dict(UVit2DModel(config, rngs=nnx.Rngs(3)))
   model = UVit2DModel(config, rngs=nnx.Rngs(3))
   warm_start(model, source, fresh=tuple(c.init_fresh))
   ours = weights.state_dict(model)
-  assert source.resolve() == (BASE_4PX / "transformer").resolve() and set(ours) == set(shipped)
+  assert set(ours) == set(shipped)
   for k, v in ours.items():
     if k.startswith(("embed.", "mlm_layer.")):  # the new codes' layers keep their init
       np.testing.assert_array_equal(np.asarray(v), np.asarray(fresh[k]), err_msg=k)
       assert not np.array_equal(np.asarray(v), shipped[k]), k
     elif k != "position_embedding":
       np.testing.assert_array_equal(np.asarray(v), shipped[k], err_msg=k)
-  old = shipped["position_embedding"].reshape(8, 8, -1)
-  new = np.asarray(ours["position_embedding"]).reshape(16, 16, -1)
-  np.testing.assert_allclose(new.mean((0, 1)), old.mean((0, 1)), atol=1e-5)  # bilinear 2x keeps the mean
-  blocks = new.reshape(8, 2, 8, 2, -1).mean((1, 3))  # each 2x2 block follows the cell it came from
+  old = shipped["position_embedding"].reshape(16, 16, -1)
+  new = np.asarray(ours["position_embedding"]).reshape(32, 32, -1)
+  np.testing.assert_allclose(new.mean((0, 1)), old.mean((0, 1)), atol=1e-4)  # bilinear 2x keeps the mean
+  blocks = new.reshape(16, 2, 16, 2, -1).mean((1, 3))  # each 2x2 block follows the cell it came from
   assert np.corrcoef(blocks.ravel(), old.ravel())[0, 1] > 0.95
 
   bad = {**shipped, "position_embedding": np.zeros((60, 128), np.float32)}
@@ -322,7 +332,7 @@ def test_clip_hard_negative_batches_are_whole_shape_groups():
 
   import ml_collections
 
-  from muse_styledrop.shapes.objectives import CLIPObjective
+  from muse_styledrop.pretraining.clip import CLIPObjective
 
   groups = np.repeat(np.arange(6), 4)[np.random.default_rng(0).permutation(24)]  # a file's groups, not in order
   c = ml_collections.ConfigDict(dict(batch_size=8, hard_negatives=4, data=dict(train="groups.npz")))

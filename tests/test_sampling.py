@@ -12,6 +12,11 @@ from muse_styledrop import sampling
 from muse_styledrop.pipeline import Pipeline
 
 
+def keys(seed, b=2):
+  """One key a picture, as the sampler takes them."""
+  return jax.random.split(jax.random.key(seed), b)
+
+
 @pytest.mark.parametrize("num_steps,seq_len", [(12, 256), (36, 256), (8, 24)])
 def test_masked_counts_follow_amused_scheduler(num_steps, seq_len):
   from diffusers import AmusedScheduler
@@ -48,11 +53,11 @@ def test_decode_step_keeps_known_tokens_and_masks_the_scheduled_count():
   mask_id, seq_len = 40, 64
   tokens = jnp.full((2, seq_len), mask_id).at[:, :10].set(3)
   logits = jax.random.normal(jax.random.key(0), (2, seq_len, 40))
-  out = sampling.decode_step(2, tokens, logits, jax.random.key(1), num_steps=8, mask_id=mask_id, temperature=1.0)
+  out = sampling.decode_step(2, tokens, logits, keys(1), num_steps=8, mask_id=mask_id, temperature=1.0)
   assert (out[:, :10] == 3).all()
   expected = sampling.masked_count(2, 8, seq_len, jnp.full((2,), seq_len - 10))
   np.testing.assert_array_equal((out == mask_id).sum(-1), expected)
-  last = sampling.decode_step(7, tokens, logits, jax.random.key(1), num_steps=8, mask_id=mask_id, temperature=1.0)
+  last = sampling.decode_step(7, tokens, logits, keys(1), num_steps=8, mask_id=mask_id, temperature=1.0)
   assert not (last == mask_id).any()
 
 
@@ -80,7 +85,7 @@ def test_generate_traces_once_and_fills_every_token(amused_dir):
   outs = []
   for seed, scale in [(0, 2.0), (1, 5.0), (2, 0.5)]:
     passes = sampling.classifier_free(text, pooled, neg_text, neg_pooled, micro, scale=scale)
-    outs.append(pipe.sampler(passes, jax.random.key(seed), (4, 4), num_steps=6, temperature=(4.5, 0.0)))
+    outs.append(pipe.sampler(passes, keys(seed), (4, 4), num_steps=6, temperature=(4.5, 0.0)))
   assert pipe.sampler.jitted._cache_size() == 1  # seeds and guidance scales do not recompile
   for tokens in outs:
     assert tokens.shape == (2, 4, 4)
@@ -88,7 +93,7 @@ def test_generate_traces_once_and_fills_every_token(amused_dir):
   assert not np.array_equal(outs[0], outs[1])
   same = pipe.sampler(
     sampling.classifier_free(text, pooled, neg_text, neg_pooled, micro, 2.0),
-    jax.random.key(0),
+    keys(0),
     (4, 4),
     num_steps=6,
     temperature=(4.5, 0.0),
@@ -100,9 +105,7 @@ def test_known_tokens_survive_generation(amused_dir):
   pipe = Pipeline.from_pretrained(amused_dir)
   text, pooled, micro = prompts(pipe, ["a red cat"])
   init = jnp.full((1, 4, 4), pipe.mask_token_id).at[0, 0, 0].set(7).at[0, 2, 3].set(11)
-  tokens = pipe.sampler(
-    sampling.unguided(text, pooled, micro), jax.random.key(0), (4, 4), num_steps=4, init_tokens_BHW=init
-  )
+  tokens = pipe.sampler(sampling.unguided(text, pooled, micro), keys(0, 1), (4, 4), num_steps=4, init_tokens_BHW=init)
   assert tokens[0, 0, 0] == 7 and tokens[0, 2, 3] == 11
 
 
@@ -110,12 +113,12 @@ def test_image_to_image_keeps_the_layout_at_low_strength(amused_dir):
   pipe = Pipeline.from_pretrained(amused_dir)
   text, pooled, micro = prompts(pipe, ["a red cat"])
   source = jax.random.randint(jax.random.key(5), (1, 4, 4), 0, 40)
-  init, first = sampling.image_to_image_start(jax.random.key(6), source, 12, 0.25, pipe.mask_token_id)
+  init, first = sampling.image_to_image_start(keys(6, 1), source, 12, 0.25, pipe.mask_token_id)
   assert first == 9  # the last 3 of 12 steps run
   kept = np.asarray(init != pipe.mask_token_id)
   out = pipe.sampler(
     sampling.unguided(text, pooled, micro),
-    jax.random.key(0),
+    keys(0, 1),
     (4, 4),
     num_steps=12,
     init_tokens_BHW=init,
@@ -123,17 +126,17 @@ def test_image_to_image_keeps_the_layout_at_low_strength(amused_dir):
   )
   np.testing.assert_array_equal(np.asarray(out)[kept], np.asarray(source)[kept])
   assert not (np.asarray(out) == pipe.mask_token_id).any()
-  full, first = sampling.image_to_image_start(jax.random.key(6), source, 12, 1.0, pipe.mask_token_id)
+  full, first = sampling.image_to_image_start(keys(6, 1), source, 12, 1.0, pipe.mask_token_id)
   assert first == 0 and (np.asarray(full) == pipe.mask_token_id).all()
   with pytest.raises(ValueError, match="strength"):
-    sampling.image_to_image_start(jax.random.key(6), source, 12, 0.0, pipe.mask_token_id)
+    sampling.image_to_image_start(keys(6, 1), source, 12, 0.0, pipe.mask_token_id)
 
 
 def test_token_temperature_toward_zero_draws_the_likeliest_token():
   mask_id, seq_len = 40, 64
   tokens = jnp.full((2, seq_len), mask_id)
   logits = jax.random.normal(jax.random.key(0), (2, seq_len, 40)) * 2
-  step = functools.partial(sampling.decode_step, 7, tokens, logits, jax.random.key(1), num_steps=8, mask_id=mask_id)
+  step = functools.partial(sampling.decode_step, 7, tokens, logits, keys(1), num_steps=8, mask_id=mask_id)
   greedy = step(temperature=0.0, token_temperature=1e-3)  # the last step commits every position
   np.testing.assert_array_equal(np.asarray(greedy), np.asarray(jnp.argmax(logits, -1)))
   drawn = step(temperature=0.0)  # diffusers' rule samples from the softmax: not always the likeliest

@@ -122,11 +122,12 @@ def test_shipped_reference_pictures_are_the_renders_the_config_captions(tmp_path
   assert set(references.REFERENCES) == set(shapes.HELD_OUT)
   references.main([f"--out={tmp_path}"])
   for style, scene in references.REFERENCES.items():
-    shipped = style_one_shot.shipped_reference(style)
+    shipped = references.reference_run(style)
     np.testing.assert_array_equal(np.asarray(Image.open(shipped["image"])), references.reference_picture(style))
     np.testing.assert_array_equal(
       np.asarray(Image.open(tmp_path / f"{style}.png")), references.reference_picture(style)
     )
     assert shipped["content"] == scene.content() and shipped["style"] == shapes.STYLES[style]
+  assert style_one_shot.REFERENCE == references.reference_run("mosaic")  # the README run's picture
   with pytest.raises(ValueError, match="no reference picture for style 'flat'; the held-out styles are"):
     references.reference_picture("flat")

@@ -15,6 +15,7 @@ from PIL import Image
 
 from muse_styledrop import sampling, train, weights
 from muse_styledrop.models.adapters import AdapterConfig, AdapterParam
+from muse_styledrop.optim import make_optimizer
 from muse_styledrop.pipeline import Pipeline
 
 CONFIG = Path(__file__).parent.parent / "configs" / "style_one_shot.py"
@@ -53,6 +54,7 @@ def config_for(amused_dir, style_image, **overrides):
   c.content_prompts = "a house"
   c.mesh = dict(data=1, fsdp=1, model=1)
   c.checkpoint.use_async = False
+  c.evals = {}  # the tiny random base draws no shapes-world pictures
   c.optimizer.learning_rate = 3e-3  # tiny model, few steps: large enough that weights visibly move
   for key, value in overrides.items():
     target = c
@@ -84,14 +86,14 @@ def test_frozen_weights_stay_bitwise_equal_and_have_no_optimizer_state(amused_di
   frozen_before = jax.tree.map(np.asarray, frozen)
   c = load_config().optimizer
   c.learning_rate = 1e-2
-  tx = train.make_optimizer(c)
+  tx = make_optimizer(c)
   opt_state = tx.init(trainable)
   n_opt = sum(x.size for x in jax.tree.leaves(opt_state))
   n_adapter = sum(x.size for x in jax.tree.leaves(trainable))
   assert n_opt <= 2 * n_adapter + 8  # Adam's two moments of the adapter (+ counters), nothing of the base
   tokens = jax.random.randint(jax.random.key(0), (3, 4, 4), 0, 40)
   text, pooled = pipe.encode_prompts(["a red cat in watercolor painting style"])
-  data = train.StyleData(
+  data = train.EncodedStyle(
     tokens, jnp.zeros((3,), jnp.int32), text, pooled, text[0] * 0, pooled[0] * 0, pipe.micro_conds(1, 16, 16)[0]
   )
   steps = jax.jit(
@@ -141,17 +143,19 @@ def test_a_lambda_a_schedule_reaches_its_end_weights_on_the_last_step(amused_dir
   def draw(lambda_a, lambda_a_end=None, start_step=0):
     passes = sampling.styledrop(*args, lambda_a=lambda_a, lambda_b=2.0, lambda_a_end=lambda_a_end)
     kw = dict(num_steps=4, temperature=(0.0, 0.0), token_temperature=1e-3, init_tokens_BHW=masked)
-    return np.asarray(sampler(passes, jax.random.key(0), (4, 4), start_step=start_step, **kw))
+    keys = jax.random.split(jax.random.key(0), 2)
+    return np.asarray(sampler(passes, keys, (4, 4), start_step=start_step, **kw))
 
   np.testing.assert_array_equal(draw(0.5, 0.5), draw(0.5))  # a flat schedule is the fixed weight
   last = lambda *a: draw(*a, start_step=3)  # only the last step runs: it must use the end weights
   np.testing.assert_array_equal(last(-1.0, 3.0), last(3.0))
   assert not np.array_equal(last(-1.0), last(3.0))  # the two weights draw differently, so the check can fail
-  # Training's sample grids and the oracle's evaluation build their passes from the config's sample block.
+  # Every drawing builds its passes from SamplingSettings, which a run takes from its config's sample block.
   c = load_config(None).sample
-  assert sampling.styledrop_from_config(c, *args).end_weights_P is None  # unset by default: a fixed weight
+  settings = sampling.SamplingSettings.from_dict(c)
+  assert settings.passes(*args, adapter_ids_B=0).end_weights_P is None  # unset by default: a fixed weight
   c.lambda_a, c.lambda_a_end = -1.0, 3.0
-  end = sampling.styledrop_from_config(c, *args).end_weights_P
+  end = sampling.SamplingSettings.from_dict(c).passes(*args, adapter_ids_B=0).end_weights_P
   np.testing.assert_array_equal(end, sampling.styledrop(*args, lambda_a=3.0, lambda_b=c.lambda_b).weights_P)
 
 
@@ -211,6 +215,44 @@ def test_killed_run_resumes_to_the_same_adapter(amused_dir, style_image, tmp_pat
     np.testing.assert_allclose(b[k], a[k], rtol=1e-6, atol=1e-7)
 
 
+def test_sample_draws_what_training_drew_with_the_settings_it_recorded(amused_dir, style_image, tmp_path):
+  c = config_for(amused_dir, style_image, steps=5, steps_per_call=5)
+  c.sample.prompts, c.sample.seed = ["a house", "a cat", "a tree"], 7
+  train.train_and_evaluate(c, tmp_path / "run")
+  _, meta = weights.read_adapter(tmp_path / "run")
+  assert meta["sampling"] == sampling.SamplingSettings.from_dict(c.sample).to_dict()
+  prompt = f"a cat {c.style_descriptor}"
+  result = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "muse_styledrop.sample",
+      f"--base_model={amused_dir}",
+      f"--adapter={tmp_path / 'run'}",
+      f"--prompt={prompt}",
+      "--seed=7",
+      f"--out={tmp_path / 'drawn'}",
+    ],
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
+  assert result.returncode == 0, result.stderr
+  grid = np.asarray(Image.open(tmp_path / "run" / "samples.png"))
+  alone = np.asarray(Image.open(tmp_path / "drawn" / "image_000.png"))
+  side, pad = alone.shape[0], 2  # samples.png: one row of the three prompts, a 2-pixel white gutter
+  np.testing.assert_array_equal(grid[pad : pad + side, 2 * pad + side : 2 * pad + 2 * side], alone)
+
+  # token for token: a picture depends on its prompt, seed and settings, not on the batch it is drawn in
+  pipe = Pipeline.from_pretrained(amused_dir)
+  pipe.load_adapter(tmp_path / "run")
+  settings = sampling.SamplingSettings.from_dict(meta["sampling"])
+  prompts = [f"{p} {c.style_descriptor}" for p in c.sample.prompts]
+  together = pipe.draw_tokens(prompts, settings, seed=7, adapter=0)
+  np.testing.assert_array_equal(pipe.draw_tokens([prompt], settings, seed=7, adapter=0)[0], together[1])
+  assert not np.array_equal(pipe.draw_tokens([prompt], settings, seed=8, adapter=0)[0], together[1])
+
+
 def test_workdir_of_another_base_is_refused(amused_dir, style_image, tmp_path):
   import reference
 
@@ -265,7 +307,8 @@ def test_bad_style_input_is_a_clear_error_and_writes_nothing(amused_dir, style_i
   elif case == "hues":
     c.augment.hues, error, match = -2, StyleSetError, "augment.hues=-2"
   else:  # round 2 grades on round 1's picture: a typo there must not wait for the end of training
-    c.evaluate.reference, error, match = str(tmp_path / "round1.png"), FileNotFoundError, "evaluate.reference="
+    c.evals = {"shapes_oracle": dict(prompts=2, seed=0, reference=str(tmp_path / "round1.png"))}
+    error, match = FileNotFoundError, "config.evals.shapes_oracle.reference="
   with pytest.raises(error, match=match):
     train.train_and_evaluate(c, tmp_path / "run")
   assert not (tmp_path / "run").exists()

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import reference
 from flax import nnx
 
+from muse_styledrop import files
 from muse_styledrop.models.uvit import UVit2DModel, UVitConfig
 
 
@@ -41,14 +42,14 @@ def test_parity_covers_a_base_with_the_position_embedding(amused_dir, tmp_path):
   base = tmp_path / "base"
   shutil.copytree(amused_dir, base)
   folder = base / "transformer"
-  config = weights.read_json(folder / "config.json")
+  config = files.read_json(folder / "config.json")
   config["position_embedding_grid"] = [config["sample_size"]] * 2
-  weights.write_json(config, folder / "config.json")
-  files = weights.weight_files(folder, weights.DIFFUSERS_WEIGHTS)
-  tensors = {k: v for k, (v, _) in weights.read_tensors(files).items()}
+  files.write_json(config, folder / "config.json")
+  weight_files = weights.weight_files(folder, weights.DIFFUSERS_WEIGHTS)
+  tensors = {k: v for k, (v, _) in weights.read_tensors(weight_files).items()}
   rng = np.random.default_rng(0)
   tensors["position_embedding"] = jnp.asarray(rng.standard_normal((config["sample_size"] ** 2, config["hidden_size"])))
-  weights.write_safetensors({k: jnp.asarray(v, jnp.float32) for k, v in tensors.items()}, files[0])
+  weights.write_safetensors({k: jnp.asarray(v, jnp.float32) for k, v in tensors.items()}, weight_files[0])
 
   rows = {r.component: r for r in parity.run(base)}
   name = f"transformer logits ({config['sample_size']}x{config['sample_size']} tokens + position embedding)"

@@ -66,7 +66,7 @@ class AdapterConfig:
       raise ValueError("adapter hidden, rank and bank_size must be positive")
 
 
-def select(ids_B, weights_K):
+def bank_entry(ids_B, weights_K):
   """Per-example weights weights_B... from a bank (index -1 gives bank entry 0; callers mask it off)."""
   return weights_K[jnp.maximum(ids_B, 0)]
 
@@ -105,7 +105,7 @@ class BottleneckSite:
   wu_KHD: jax.Array
 
   def __call__(self, x_BLD, ids_B):
-    wd, wu = select(ids_B, self.wd_KDH), select(ids_B, self.wu_KHD)
+    wd, wu = bank_entry(ids_B, self.wd_KDH), bank_entry(ids_B, self.wu_KHD)
     h = gelu(jnp.einsum("bld,bdh->blh", x_BLD, wd.astype(x_BLD.dtype)))
     return add_where_on(x_BLD, jnp.einsum("blh,bhd->bld", h, wu.astype(x_BLD.dtype)), ids_B)
 
@@ -156,7 +156,7 @@ class LoRASite:
   scale: float
 
   def __call__(self, name: str, x_BLD, ids_B):
-    a, b = select(ids_B, self.a[name]), select(ids_B, self.b[name])
+    a, b = bank_entry(ids_B, self.a[name]), bank_entry(ids_B, self.b[name])
     delta = jnp.einsum("blr,bro->blo", jnp.einsum("bld,bdr->blr", x_BLD, a.astype(x_BLD.dtype)), b.astype(x_BLD.dtype))
     return jnp.where((ids_B >= 0)[:, None, None], delta * self.scale, 0.0).astype(x_BLD.dtype)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from muse_styledrop import files
 from muse_styledrop.shapes.render import HELD_OUT, SEEN, STYLES, example, shape_group
 from muse_styledrop.shapes.world import COLOURS, SHAPES
 
@@ -59,18 +60,7 @@ def render(
   return arrays
 
 
-def save(arrays: dict, path: Path, compressed: bool = False) -> None:
-  """Write atomically (temporary file, then rename)."""
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(path.name + ".tmp.npz")
-  (np.savez_compressed if compressed else np.savez)(tmp, **arrays)
-  os.replace(tmp, path)
-
-
-def load(path: Path) -> dict:
-  with np.load(path) as f:
-    return {k: f[k] for k in f.files}
+save, load = files.save_arrays, files.load_arrays
 
 
 def batches(arrays: dict, batch_size: int, seed: int):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import jax
@@ -10,15 +9,18 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from muse_styledrop import images
+from muse_styledrop.pretraining import patch_codes
+from muse_styledrop.sampling import SamplingSettings
 from muse_styledrop.shapes import oracle as oracle_lib
-from muse_styledrop.shapes import patch_codes
+from muse_styledrop.shapes.render import SIZE as SIDE
 from muse_styledrop.shapes.styles import SEEN, STYLES
 from muse_styledrop.shapes.world import BACKGROUNDS, COLOURS, POSITIONS, SHAPES, Obj, Scene
 
 
 def grader_or_none(directory: str | Path | None) -> oracle_lib.Grader | None:
   """The oracle in `directory` ('' = the shipped one), or None when there is none to grade with."""
-  directory = Path(directory) if directory else oracle_lib.SHIPPED
+  directory = Path(directory) if directory else oracle_lib.ORACLE_DIR
   return oracle_lib.Grader(oracle_lib.load(directory)) if (directory / "oracle.safetensors").is_file() else None
 
 
@@ -167,37 +169,15 @@ def grade(pictures: np.ndarray, scenes: list[Scene], styles: list[str], grader) 
   }
 
 
-def sample(
-  pipe,
-  prompts: list[str],
-  *,
-  seed: int,
-  guidance: float,
-  steps: int,
-  temperature=(4.5, 0.0),
-  token_temperature: float = 1.0,
-  batch=64,
-):
-  """Pictures of `prompts` from the base with classifier-free guidance (empty negative prompt)."""
-  from muse_styledrop import sampling  # noqa: PLC0415
-
-  return pipe.draw(
-    prompts,
-    functools.partial(sampling.classifier_free, scale=guidance),
-    seed=seed,
-    steps=steps,
-    temperature=temperature,
-    token_temperature=token_temperature,
-    batch=batch,
-  )
-
-
-# name: (classifier-free guidance scale, confidence temperature start/end, token temperature). aMUSEd's defaults,
-# and drawing conditionally without confidence noise near the likeliest token, which small bases need to draw
-# clean pictures (docs/shapes_log.md).
+# name: sampling settings of the base alone. aMUSEd's defaults, and drawing conditionally without confidence noise
+# near the likeliest token, which small bases need to draw clean pictures (docs/research/blob_bases.md).
 BASE_SAMPLERS = {
-  "default": (3.0, (4.5, 0.0), 1.0),
-  "likeliest": (0.0, (0.0, 0.0), 0.1),
+  "default": SamplingSettings(
+    steps=12, temperature=(4.5, 0.0), token_temperature=1.0, guidance_scale=3.0, lambda_a=0.0, lambda_b=0.0
+  ),
+  "likeliest": SamplingSettings(
+    steps=12, temperature=(0.0, 0.0), token_temperature=0.1, guidance_scale=0.0, lambda_a=0.0, lambda_b=0.0
+  ),
 }
 
 
@@ -212,87 +192,15 @@ def base_quality(pipe, grader, count: int = 200, seed: int = 0, steps: int = 12,
   styles = [SEEN[i % len(SEEN)] for i in range(count)]
   prompts = [caption(s, st) for s, st in zip(scenes, styles, strict=True)]
   out = {}
-  for name, (guidance, temperature, token_temperature) in (samplers or BASE_SAMPLERS).items():
-    pictures = sample(
-      pipe,
-      prompts,
-      seed=seed,
-      guidance=guidance,
-      steps=steps,
-      temperature=temperature,
-      token_temperature=token_temperature,
-    )
-    grades = grade(pictures, scenes, styles, grader)
-    out[name] = {
-      **grades,
-      "guidance": guidance,
-      "temperature": list(temperature),
-      "token_temperature": token_temperature,
-    }
+  for name, settings in (samplers or BASE_SAMPLERS).items():
+    settings = settings.replace(steps=steps)
+    pictures = pipe.draw(prompts, settings, seed=seed)
+    out[name] = {**grade(pictures, scenes, styles, grader), "settings": settings.to_dict()}
   first = next(iter(out.values()))
   return {**first, "steps": steps, "samplers": out}
 
 
-def style_eval(pipe, sampler, state, grader, *, style, style_phrase, avoid, count: int, seed: int, sample_config):
-  """A trained adapter against the base, on `count` new single-object prompts in one style.
-
-  Adapter: StyleDrop guidance (lambda_a, lambda_a_end, lambda_b of sample_config). Base: the same prompts with
-  the style phrase, classifier-free guidance lambda_b, no adapter. Ceiling: the world's own pictures of the
-  prompts through the VQ (`tokens_ceiling`). The report's 'reads' hold what the oracle saw in each picture, one per
-  prompt. Returns (report, {'adapter', 'base', 'ceiling'}: pictures).
-  """
-  from muse_styledrop import data, sampling  # noqa: PLC0415
-
-  scenes = eval_scenes(count, seed, avoid)
-  prompts = [data.join_prompt(s.content(), style_phrase) for s in scenes]
-  text, pooled = pipe.encode_prompts(prompts)
-  neg_text, neg_pooled = pipe.encode_prompts([sample_config.negative_prompt] * count)
-  side = pipe.transformer.config.sample_size
-  micro = pipe.micro_conds(count, side * pipe.downscale, side * pipe.downscale)
-  c = sample_config
-  adapter = sampling.styledrop_from_config(c, text, pooled, neg_text, neg_pooled, micro)
-  base = sampling.classifier_free(text, pooled, neg_text, neg_pooled, micro, c.lambda_b)
-  base.adapter_ids_PB = jnp.full((2, count), -1, jnp.int32)
-  draw = lambda passes: pipe.decode_tokens(
-    sampler(
-      passes,
-      jax.random.key(seed),
-      (side, side),
-      num_steps=c.steps,
-      temperature=tuple(c.temperature),
-      token_temperature=c.token_temperature,
-      state=state,
-    )
-  )
-  pictures_adapter, pictures_base = draw(adapter), draw(base)
-  styles = [style] * count
-  ceiling, pictures_ceiling = tokens_ceiling(pipe, grader, scenes, style, seed)
-  report = {
-    "style": style,
-    "style_phrase": style_phrase,
-    "adapter": grade(pictures_adapter, scenes, styles, grader),
-    "base": grade(pictures_base, scenes, styles, grader),
-    "ceiling": ceiling,
-    "prompts": prompts,
-  }
-  pictures = {"adapter": pictures_adapter, "base": pictures_base, "ceiling": pictures_ceiling}
-  report["reads"] = {who: oracle_reads(p, grader) for who, p in pictures.items()}
-  return report, pictures
-
-
-def tokens_ceiling(pipe, grader, scenes: list[Scene], style: str, seed: int) -> tuple[dict, np.ndarray]:
-  """The scenes drawn by the world in `style`, passed through the base's VQ (encode, decode) and graded: what a
-  generator that put every token right would score on these prompts. Returns (grades, the decoded pictures)."""
-  from muse_styledrop.shapes.render import render  # noqa: PLC0415
-
-  truth = np.stack([render(scene, style, seed + i) for i, scene in enumerate(scenes)])
-  pictures = pipe.decode_tokens(pipe.encode_images(truth / 255.0))
-  return grade(pictures, scenes, [style] * len(scenes), grader), pictures
-
-
 def read_reference(grader, path) -> dict[str, str]:
   """What the oracle sees in a reference picture: {'shape', 'colour', 'style'} names."""
-  from muse_styledrop import images  # noqa: PLC0415
-
-  (read,) = oracle_reads(images.load_image(path, 64)[None], grader)
+  (read,) = oracle_reads(images.load_image(path, SIDE)[None], grader)
   return dict(zip(("shape", "colour", "style"), read.split(), strict=True))

@@ -27,12 +27,12 @@ import optax
 from flax import nnx
 from tqdm import tqdm
 
-from muse_styledrop import weights
+from muse_styledrop import files, weights
 from muse_styledrop.shapes.styles import STYLES
 from muse_styledrop.shapes.world import COLOURS, SHAPES
 
 HEADS = {"shape": SHAPES, "colour": tuple(COLOURS), "style": tuple(STYLES)}
-SHIPPED = Path(__file__).parent.parent / "assets" / "oracle"
+ORACLE_DIR = Path(__file__).parent.parent / "assets" / "oracle"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,12 +69,12 @@ class Oracle(nnx.Module):
     return {k: head(feat) for k, head in self.heads.items()}
 
 
-def load(directory: Path = SHIPPED) -> Oracle:
+def load(directory: Path = ORACLE_DIR) -> Oracle:
   """The oracle saved in `directory` (default: the one shipped with the package)."""
   directory = Path(directory)
   if not (directory / "oracle.safetensors").is_file():
     raise FileNotFoundError(f"no oracle in {directory}; train one with python -m muse_styledrop.shapes.oracle")
-  config = weights.dataclass_from_dict(OracleConfig, weights.read_json(directory / "config.json"))
+  config = weights.dataclass_from_dict(OracleConfig, files.read_json(directory / "config.json"))
   model = Oracle(config, rngs=nnx.Rngs(0))
   weights.load_params(model, weights.read_tensors([directory / "oracle.safetensors"]), "oracle")
   return model
@@ -84,7 +84,7 @@ def save(model: Oracle, directory: Path, report: dict) -> None:
   directory = Path(directory)
   directory.mkdir(parents=True, exist_ok=True)
   weights.write_safetensors(weights.state_dict(model, jnp.float16), directory / "oracle.safetensors")
-  weights.write_json(
+  files.write_json(
     {**dataclasses.asdict(model.config), "classes": {k: list(v) for k, v in HEADS.items()}, "accuracy": report},
     directory / "config.json",
   )

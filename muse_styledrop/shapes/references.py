@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from muse_styledrop.images import save_png
-from muse_styledrop.shapes.render import HELD_OUT, render
+from muse_styledrop.shapes.render import HELD_OUT, STYLES, render
 from muse_styledrop.shapes.world import Obj, Scene
 
-SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "styles"  # <style>.png
+REFERENCE_DIR = Path(__file__).resolve().parents[1] / "assets" / "styles"  # <style>.png
 REFERENCE_SEED = 7
 STAR = Scene((Obj("star", "orange", "large", "center"),), "white")
 SQUARE = Scene((Obj("square", "blue", "large", "center"),), "white")
@@ -34,9 +34,16 @@ def reference_picture(style: str) -> np.ndarray:
   return render(REFERENCES[style], style, REFERENCE_SEED)
 
 
+def reference_run(style: str) -> dict[str, str]:
+  """A held-out style's shipped picture, its content text and its style phrase: a StyleDrop run's inputs."""
+  if style not in REFERENCES:
+    raise ValueError(f"no reference picture for style {style!r}; the held-out styles are {', '.join(REFERENCES)}")
+  return dict(image=str(REFERENCE_DIR / f"{style}.png"), content=REFERENCES[style].content(), style=STYLES[style])
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--out", default=str(SHIPPED), help="Folder to write <style>.png into (default: the package's).")
+  p.add_argument("--out", default=str(REFERENCE_DIR), help="Folder to write <style>.png into (default: the package's).")
   args = p.parse_args(argv)
   out = Path(args.out)
   for style in REFERENCES:
