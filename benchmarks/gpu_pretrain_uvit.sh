@@ -16,10 +16,6 @@
 #   carry: [".whl", "runs/pretrain_uvit_2px_gpu/tokens.npz", "runs/pretrain_vq_2px_decoder/export/vqvae",
 #           "runs/pretrain_uvit_2px_warm/export/shapes_base/transformer"]
 #
-# The sharp-token base (docs/shapes_log.md "Session 20"): CONFIG=configs/pretrain_uvit.py:sharp_2px_gpu
-# WORKDIR=runs/pretrain_uvit_2px_sharp_gpu, carry [".whl", "runs/pretrain_uvit_2px_sharp_gpu/tokens.npz",
-# "runs/pretrain_vq_2px_sharp/export/vqvae"] (the tokens.npz copied from a 20-step run of that config here).
-#
 # It first runs 150 steps in a scratch workdir with the machine's own flax, optax and orbax (and, if that fails,
 # with the carried versions this project tests with): that checks every stage (warm start, steps, checkpoint,
 # export, grading) and times a call of steps after compiling. It then sets config.steps so that the cosine schedule
@@ -43,7 +39,7 @@ versions() { python3 -c "import jax, flax, optax, orbax.checkpoint as o; print('
 probe() {
   rm -rf "$PROBE" && mkdir -p "$PROBE" && cp "$WORKDIR/tokens.npz" "$PROBE/"
   python3 -m muse_styledrop.pretrain --config="$CONFIG" --workdir="$PROBE" --config.steps=150 \
-    --config.eval_prompts=8 --config.max_seconds=0 "$@" 2>&1 | tr '\r' '\n' | grep -v '^$' >> "$OUT/log.txt"
+    --config.evals.shapes_base.prompts=8 --config.max_seconds=0 "$@" 2>&1 | tr '\r' '\n' | grep -v '^$' >> "$OUT/log.txt"
 }
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 install .whl/ml_collections-*.whl .whl/tensorboard[xX]-*.whl || exit 1
@@ -61,7 +57,7 @@ fi
 PROBE_WALL=$((SECONDS - PROBE_START))
 # Seconds per step from the first two logged calls, which are a call apart; on the GPU the last row came right after
 # the one before it (session 12: 0.15 s for 50 steps that took 2.4 s; reading a call's metrics back seems to wait for
-# the call queued behind it too, docs/shapes_log.md "On a lent GPU"). The probe's other costs
+# the call queued behind it too, docs/research/gpu_runs.md). The probe's other costs
 # (starting, loading, compiling, export, grading) stand for the real run's, plus GRADING_EXTRA for its 200 prompts;
 # the rest of the DEADLINE is training, so the cosine schedule ends in time. config.max_seconds is the backstop.
 PLAN=$(python3 - "$PROBE" "$PROBE_WALL" "$((DEADLINE - SECONDS))" "$GRADING_EXTRA" "$OUT/probe.json" <<'EOF'

@@ -2,7 +2,7 @@
 
 A training prompt is the image's content followed by the style phrase
 ("A house" + "in watercolor painting style"): that separation is what lets
-content and style come apart (PAPER.md section 3).
+content and style come apart (docs/method.md).
 
 Images of any size and mode become RGB squares at the model's resolution:
 the shorter side is resized to the resolution (bicubic), then the centre is

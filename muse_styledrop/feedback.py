@@ -3,7 +3,7 @@ r"""StyleDrop round 2: a pool of the round-1 adapter's own pictures, the good on
   python -m muse_styledrop.feedback --adapter=runs/style_one_shot --select=random|clip|human [--out=runs/feedback]
   python -m muse_styledrop.train --config=configs/style_one_shot.py:round2   # the command it prints
 
-The pool (StyleDrop's section 4.3): --per_prompt pictures of each content
+The pool (docs/method.md): --per_prompt pictures of each content
 prompt, the adapter's style phrase appended, drawn with the sampling settings
 the adapter records (--lambda_a overrides its weight), at token temperature 1
 and confidence noise 2 -> 0 for variety. The content prompts are the set the

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-# StyleDrop's round-2 pool (its section 4.3): 30 contents, 64 pictures each in the paper.
+# StyleDrop's round-2 pool (docs/method.md): 30 contents, 64 pictures each in the paper.
 PAPER_FEEDBACK = [
   *(
     f"{a}{b}" for a in ("A chihuahua", "A tabby cat") for b in ("", " walking on the street", " walking in the forest")

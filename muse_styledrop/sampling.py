@@ -131,7 +131,7 @@ def styledrop(
   adapter_ids_B=0,
   lambda_a_end: float | None = None,
 ) -> Passes:
-  """Three passes: l = A(t) + lambda_a (A(t) - G(t)) + lambda_b (G(t) - G(n)) (StyleDrop, section 3.3).
+  """Three passes: l = A(t) + lambda_a (A(t) - G(t)) + lambda_b (G(t) - G(n)) (docs/method.md).
 
   A is the model with each example's adapter of the bank (`adapter_ids_B`: one id for all, or one per example), G
   without any. With `lambda_a_end`, lambda_a goes linearly from `lambda_a` at the first decoding step to

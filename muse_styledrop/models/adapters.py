@@ -1,6 +1,6 @@
 """StyleDrop adapters and LoRA, as banks of K adapters selected per example.
 
-The paper's adapter (PAPER.md section 2) sits on the output of each
+The paper's adapter (docs/method.md) sits on the output of each
 transformer layer's cross-attention and of its MLP, before the residual add:
   y = x + gelu(x @ Wd_l) @ Wu_l,   Wd_l: D x H, Wu_l: H x D, no biases.
 Per-layer weights come from a generator, one per site kind (cross-attention,
@@ -46,10 +46,10 @@ class AdapterConfig:
   alpha: float = 16.0  # LoRA scale numerator
   bank_size: int = 1  # K adapters that can be selected per example
   # Bottleneck only, our extension (the paper's Muse has no conv blocks): one more adapter on the output of each
-  # attention block of the U-ViT's down and up blocks, the ConvNeXt side of aMUSEd's transformer (docs/shapes_log.md).
+  # attention block of the U-ViT's down and up blocks, the ConvNeXt side of aMUSEd's transformer (docs/training.md).
   blocks: bool = False
   # Bottleneck only, our extension: one more on the upsampled features that the logit head reads, one per token
-  # (on a downsampling U-ViT each 2x2 group of tokens is drawn from one transformer position; docs/shapes_log.md).
+  # (on a downsampling U-ViT each 2x2 group of tokens is drawn from one transformer position; docs/training.md).
   head: bool = False
 
   def __post_init__(self):

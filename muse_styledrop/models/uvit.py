@@ -257,7 +257,7 @@ class UVitBlock(nnx.Module):
 class TransformerLayer(nnx.Module):
   """diffusers BasicTransformerBlock with ada_norm_continuous: self-attn, cross-attn, GEGLU MLP.
 
-  The two StyleDrop adapter sites (PAPER.md section 2) sit on the outputs of
+  The two StyleDrop adapter sites (docs/method.md) sit on the outputs of
   the cross-attention and of the MLP, before their residual adds. They are
   empty (None) on a plain base model; `adapter_ids_B` selects, per example,
   which adapter of a bank applies (or none), so guidance passes and
@@ -358,7 +358,7 @@ class UVit2DModel(nnx.Module):
     if c.position_embedding_grid:
       h, w = c.position_embedding_grid
       # Unit scale, like the features it is added to (an RMS-normed vector through a fan-in-scaled linear): at
-      # ViT's 0.02 it was ~35x smaller than them and stayed negligible through 1,200 steps (docs/shapes_log.md).
+      # ViT's 0.02 it was ~35x smaller than them and stayed negligible (docs/research/blob_bases.md).
       init = nnx.initializers.truncated_normal(1.0)
       self.position_embedding = nnx.Param(init(rngs.params(), (h * w, c.hidden_size), param_dtype))
     else:

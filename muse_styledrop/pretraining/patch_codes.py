@@ -1,7 +1,7 @@
 """Local codes of pixel patches: k-means of p x p patches, the tokens a VQ tokenizer can be anchored to.
 
 Each patch's code depends on that patch alone, so equal patches get equal codes wherever they are; the
-transformer learns shapes from such tokens two to four times as fast as from a VQ's (docs/shapes_log.md).
+transformer learns shapes from such tokens two to four times as fast as from a VQ's (docs/research/blob_bases.md).
 `neighbour_majority` measures how local any token map is.
 """
 
