@@ -15,6 +15,7 @@ into --out.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from absl import app, flags
@@ -70,25 +71,29 @@ def flag_settings(recorded: dict | None) -> SamplingSettings:
   return SamplingSettings.from_dict({**(recorded or {}), **given})
 
 
+def recorded_settings(recorded: dict | None) -> SamplingSettings:
+  if recorded is None:
+    raise ValueError("this adapter records no sampling settings; give them")
+  return SamplingSettings.from_dict(recorded)
+
+
 def run(
   base_model: str,
   prompts: list[str],
   num_images: int,
   seed: int,
   out: Path,
-  settings: SamplingSettings | None = None,
   adapter: str = "",
+  settings_for: Callable[[dict | None], SamplingSettings] = recorded_settings,
   resolution: int = 0,
   init_image: str = "",
   strength: float = 0.5,
 ) -> list[Path]:
-  """Draw `num_images` of each prompt and write them; `settings` None: the adapter's own."""
+  """Draw `num_images` of each prompt and write them, with the settings `settings_for` makes of the adapter's
+  recorded ones (None without an adapter, or when it records none)."""
   pipe = Pipeline.from_pretrained(resolve_base_model(base_model))
   recorded = pipe.load_adapter(adapter).get("sampling") if adapter else None
-  if settings is None:
-    if recorded is None:
-      raise ValueError(f"adapter {adapter} records no sampling settings; give them as flags")
-    settings = SamplingSettings.from_dict(recorded)
+  settings = settings_for(recorded)
   side = resolution or pipe.grid_hw[0] * pipe.downscale
   all_prompts = [p for p in prompts for _ in range(num_images)]
   init = None
@@ -118,19 +123,14 @@ def main(argv):
   del argv
   if len(FLAGS.temperature) != 2:
     raise app.UsageError("--temperature takes two numbers: start,end")
-  recorded = None
-  if FLAGS.adapter:
-    from muse_styledrop import weights  # noqa: PLC0415
-
-    recorded = weights.read_adapter(Path(FLAGS.adapter))[1].get("sampling")
   paths = run(
     FLAGS.base_model,
     FLAGS.prompt,
     FLAGS.num_images,
     FLAGS.seed,
     Path(FLAGS.out),
-    flag_settings(recorded),
     FLAGS.adapter,
+    flag_settings,
     FLAGS.resolution,
     FLAGS.init_image,
     FLAGS.strength,

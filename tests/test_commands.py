@@ -38,16 +38,12 @@ def test_sample_with_a_missing_model_is_one_line_and_nonzero(tmp_path):
   assert not (tmp_path / "o").exists()
 
 
-def test_parity_command_passes_on_a_model_directory(amused_dir):
-  result = run("muse_styledrop.parity", f"--reference={amused_dir}")
-  assert result.returncode == 0, result.stderr
-  for component in ("text encoder text_embeds", "VQ encode token ids", "VQ decode", "transformer logits"):
-    assert component in result.stdout
-
-
 def test_parity_command_fails_past_tolerance(amused_dir):
+  # within tolerance, every row passes: tests/test_uvit_options.py (a tiny base) and test_embedded_base.py (the command)
   result = run("muse_styledrop.parity", f"--reference={amused_dir}", "--rtol=0")
   assert result.returncode == 1
+  for component in ("text encoder text_embeds", "VQ encode token ids", "VQ decode", "transformer logits"):
+    assert component in result.stdout
   assert "FAIL" in result.stdout
 
 
@@ -67,14 +63,7 @@ def test_adapter_for_another_base_is_refused(amused_dir, tmp_path):
     tmp_path / "adapter",
   )
   other = reference.amused_dir(tmp_path / "other", uvit_overrides={"num_hidden_layers": 3})
-  ok = run(
-    "muse_styledrop.sample",
-    f"--base_model={amused_dir}",
-    f"--adapter={tmp_path / 'adapter.safetensors'}",
-    "--steps=2",
-    f"--out={tmp_path / 'ok'}",
-  )
-  assert ok.returncode == 0, ok.stderr
+  pipe.load_adapter(tmp_path / "adapter.safetensors")  # its own base takes it (sample does: tests/test_train.py)
   bad = run(
     "muse_styledrop.sample",
     f"--base_model={other}",

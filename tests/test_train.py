@@ -65,16 +65,28 @@ def config_for(amused_dir, style_image, **overrides):
   return c
 
 
-def test_training_changes_only_the_adapter(amused_dir, style_image, tmp_path):
+RUN = dict(steps=20, steps_per_call=5, batch_size=8)  # the shared run; the killed run's command repeats it
+
+
+@pytest.fixture(scope="module")
+def trained(amused_dir, style_image, tmp_path_factory):
+  """One finished round-1 run on the tiny base, shared by the tests that need one: (config, summary, workdir)."""
+  c = config_for(amused_dir, style_image, **RUN)
+  c.sample.prompts, c.sample.seed = ["a house", "a cat", "a tree"], 7
+  workdir = tmp_path_factory.mktemp("trained")
+  return c, train.train_and_evaluate(c, workdir), workdir
+
+
+def test_training_changes_only_the_adapter(amused_dir, trained):
   before = Pipeline.from_pretrained(amused_dir)
-  summary = train.train_and_evaluate(config_for(amused_dir, style_image, steps=10), tmp_path)
-  assert summary["steps"] == 10
-  tensors, meta = weights.read_adapter(tmp_path / "adapter.safetensors")
+  _, summary, workdir = trained
+  assert summary["steps"] == 20
+  tensors, meta = weights.read_adapter(workdir / "adapter.safetensors")
   assert tensors and all(k.startswith("adapters.") for k in tensors)  # no base weight in the export
   assert np.abs(np.asarray(tensors["adapters.ff.wu"])).max() > 0  # Wu left zero: it trained
   assert meta["base_fingerprint"] == before.fingerprint
   for name in ("checkpoints", "adapter.safetensors", "adapter.json", "samples.png", "summary.json", "metrics.jsonl"):
-    assert (tmp_path / name).exists(), name
+    assert (workdir / name).exists(), name
   assert summary["adapter_parameters"] == sum(int(np.prod(v.shape)) for v in tensors.values())
 
 
@@ -159,27 +171,26 @@ def test_a_lambda_a_schedule_reaches_its_end_weights_on_the_last_step(amused_dir
   np.testing.assert_array_equal(end, sampling.styledrop(*args, lambda_a=3.0, lambda_b=c.lambda_b).weights_P)
 
 
-def test_eight_devices_match_one(amused_dir, style_image, tmp_path):
+def test_eight_devices_match_one(amused_dir, style_image, trained, tmp_path):
   assert jax.device_count() == 8, "conftest sets --xla_force_host_platform_device_count=8"
-  one = train.train_and_evaluate(config_for(amused_dir, style_image, steps=10, batch_size=8), tmp_path / "one")
+  c, one, one_dir = trained  # on one device
   eight = train.train_and_evaluate(
-    config_for(amused_dir, style_image, steps=10, batch_size=8, mesh=dict(data=2, fsdp=4, model=1)), tmp_path / "eight"
+    config_for(amused_dir, style_image, **RUN, mesh=dict(data=2, fsdp=4, model=1)), tmp_path / "eight"
   )
   losses = lambda d: [json.loads(line)["loss"] for line in (d / "metrics.jsonl").read_text().splitlines()]
-  np.testing.assert_allclose(losses(tmp_path / "eight"), losses(tmp_path / "one"), rtol=1e-5, atol=1e-5)
-  a, _ = weights.read_adapter(tmp_path / "one")
+  np.testing.assert_allclose(losses(tmp_path / "eight"), losses(one_dir), rtol=1e-5, atol=1e-5)
+  a, _ = weights.read_adapter(one_dir)
   b, _ = weights.read_adapter(tmp_path / "eight")
   for k in a:
     np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-6)
-  assert one["steps"] == eight["steps"] == 10
+  assert one["steps"] == eight["steps"] == 20
 
 
-def test_killed_run_resumes_to_the_same_adapter(amused_dir, style_image, tmp_path):
+def test_killed_run_resumes_to_the_same_adapter(amused_dir, style_image, trained, tmp_path, capsys):
   import signal
   import time
 
-  uninterrupted = tmp_path / "straight"
-  train.train_and_evaluate(config_for(amused_dir, style_image, steps=40, steps_per_call=5), uninterrupted)
+  _, _, uninterrupted = trained
   resumed = tmp_path / "resumed"
   cmd = [
     sys.executable,
@@ -193,8 +204,9 @@ def test_killed_run_resumes_to_the_same_adapter(amused_dir, style_image, tmp_pat
     "--config.mesh.data=1",
     "--config.checkpoint.use_async=False",
     "--config.optimizer.learning_rate=0.003",
-    "--config.steps=40",
-    "--config.steps_per_call=5",
+    f"--config.steps={RUN['steps']}",
+    f"--config.steps_per_call={RUN['steps_per_call']}",
+    f"--config.batch_size={RUN['batch_size']}",
   ]
   # SIGKILL the run as soon as its first checkpoint (step 10) is on disk.
   process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -205,21 +217,20 @@ def test_killed_run_resumes_to_the_same_adapter(amused_dir, style_image, tmp_pat
   process.wait()
   assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
   assert not (resumed / "adapter.safetensors").exists()
-  second = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-  assert second.returncode == 0, second.stderr
-  assert "resumed from" in second.stdout
+  # the same run again (here in-process, with the config the command line gave) resumes from step 10
+  c = config_for(amused_dir, style_image, **RUN)
+  train.train_and_evaluate(c, resumed)
+  assert f"resumed from {resumed / 'checkpoints' / '10'}" in capsys.readouterr().out
   a, _ = weights.read_adapter(uninterrupted)
   b, meta = weights.read_adapter(resumed)
-  assert meta["step"] == 40
+  assert meta["step"] == 20
   for k in a:
     np.testing.assert_allclose(b[k], a[k], rtol=1e-6, atol=1e-7)
 
 
-def test_sample_draws_what_training_drew_with_the_settings_it_recorded(amused_dir, style_image, tmp_path):
-  c = config_for(amused_dir, style_image, steps=5, steps_per_call=5)
-  c.sample.prompts, c.sample.seed = ["a house", "a cat", "a tree"], 7
-  train.train_and_evaluate(c, tmp_path / "run")
-  _, meta = weights.read_adapter(tmp_path / "run")
+def test_sample_draws_what_training_drew_with_the_settings_it_recorded(amused_dir, trained, tmp_path):
+  c, _, run = trained
+  _, meta = weights.read_adapter(run)
   assert meta["sampling"] == sampling.SamplingSettings.from_dict(c.sample).to_dict()
   prompt = f"a cat {c.style_descriptor}"
   result = subprocess.run(
@@ -228,7 +239,7 @@ def test_sample_draws_what_training_drew_with_the_settings_it_recorded(amused_di
       "-m",
       "muse_styledrop.sample",
       f"--base_model={amused_dir}",
-      f"--adapter={tmp_path / 'run'}",
+      f"--adapter={run}",
       f"--prompt={prompt}",
       "--seed=7",
       f"--out={tmp_path / 'drawn'}",
@@ -238,14 +249,14 @@ def test_sample_draws_what_training_drew_with_the_settings_it_recorded(amused_di
     timeout=600,
   )
   assert result.returncode == 0, result.stderr
-  grid = np.asarray(Image.open(tmp_path / "run" / "samples.png"))
+  grid = np.asarray(Image.open(run / "samples.png"))
   alone = np.asarray(Image.open(tmp_path / "drawn" / "image_000.png"))
   side, pad = alone.shape[0], 2  # samples.png: one row of the three prompts, a 2-pixel white gutter
   np.testing.assert_array_equal(grid[pad : pad + side, 2 * pad + side : 2 * pad + 2 * side], alone)
 
   # token for token: a picture depends on its prompt, seed and settings, not on the batch it is drawn in
   pipe = Pipeline.from_pretrained(amused_dir)
-  pipe.load_adapter(tmp_path / "run")
+  pipe.load_adapter(run)
   settings = sampling.SamplingSettings.from_dict(meta["sampling"])
   prompts = [f"{p} {c.style_descriptor}" for p in c.sample.prompts]
   together = pipe.draw_tokens(prompts, settings, seed=7, adapter=0)
@@ -253,15 +264,15 @@ def test_sample_draws_what_training_drew_with_the_settings_it_recorded(amused_di
   assert not np.array_equal(pipe.draw_tokens([prompt], settings, seed=8, adapter=0)[0], together[1])
 
 
-def test_workdir_of_another_base_is_refused(amused_dir, style_image, tmp_path):
+def test_workdir_of_another_base_is_refused(style_image, trained, tmp_path):
   import reference
 
-  train.train_and_evaluate(config_for(amused_dir, style_image, steps=10), tmp_path / "run")
+  _, _, run = trained
   other = reference.amused_dir(tmp_path / "other-base", uvit_overrides={"num_hidden_layers": 3})
   from muse_styledrop.checkpointing import CheckpointMismatch
 
   with pytest.raises(CheckpointMismatch, match="another base model"):
-    train.train_and_evaluate(config_for(other, style_image, steps=20), tmp_path / "run")
+    train.train_and_evaluate(config_for(other, style_image, steps=40), run)
 
 
 def test_full_size_round1_adapter_file_is_small_and_holds_no_base_weight(tmp_path):
