@@ -34,8 +34,18 @@ def run_main(main) -> None:
     except USER_ERRORS as e:
       fail(str(e))
 
+  def parse(argv):
+    from absl import flags  # noqa: PLC0415
+
+    try:
+      return flags.FLAGS(argv)
+    except flags.Error as e:
+      # A config file's own error (an unknown variant) arrives as the text of its traceback: say its last line.
+      raised = re.findall(r"^\w+Error: (.+)$", str(e), re.M)
+      fail(raised[-1] if raised else str(e).strip().splitlines()[0])
+
   try:
-    app.run(guarded)
+    app.run(guarded, flags_parser=parse)
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     if started:
       raise

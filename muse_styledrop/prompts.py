@@ -24,7 +24,11 @@ PAPER_FEEDBACK = [
 ]
 
 # name -> a list, or (module, function) of an evaluator that knows its world, imported only when asked for
-SETS = {"paper": PAPER_FEEDBACK, "shapes": ("muse_styledrop.evaluators.shapes_oracle", "pool_prompts")}
+SETS = {
+  "paper": PAPER_FEEDBACK,
+  "shapes": ("muse_styledrop.evaluators.shapes_oracle", "pool_prompts"),
+  "shapes_styles": ("muse_styledrop.evaluators.shapes_oracle", "style_phrases"),
+}
 
 
 def prompt_set(name: str) -> list[str]:

@@ -10,7 +10,6 @@ files transformers loads. Data: docs/shapes.md "How it was trained".
 import ml_collections
 
 from muse_styledrop.configs import with_variants
-from muse_styledrop.shapes import STYLES
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -19,7 +18,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model = "clip"
   c.data = dict(train="data/shapes_all_24k.npz")
   c.max_length = 32
-  c.vocabulary_phrases = tuple(STYLES.values())  # words the tokenizer keeps whole besides the captions'
+  c.vocabulary_prompts = "shapes_styles"  # a prompt set whose words the tokenizer keeps whole too ('' = none)
   tower = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4, hidden_act="gelu")
   c.clip = dict(text=dict(tower), vision=dict(tower, patch_size=8), projection_dim=128)
   c.optimizer = dict(

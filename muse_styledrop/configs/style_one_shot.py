@@ -12,14 +12,19 @@ Override any field: --config.style_images=me.png --config.content_prompts="a hou
   --config.style_descriptor="in watercolor painting style" --config.base_model=/path/to/amused-256
 """
 
+from pathlib import Path
+
 import ml_collections
 
 from muse_styledrop.configs import with_variants
-from muse_styledrop.shapes.references import reference_run
 
 # The default style picture: a held-out style of the shapes world, which the embedded base never saw
-# (docs/research/held_out_styles.md: why mosaic).
-REFERENCE = reference_run("mosaic")
+# (docs/research/held_out_styles.md: why mosaic). shapes.references.reference_run("mosaic") gives the same (tested).
+REFERENCE = dict(
+  image=str(Path(__file__).resolve().parents[1] / "assets" / "styles" / "mosaic.png"),
+  content="a large orange star in the center",
+  style="in mosaic tile style",
+)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

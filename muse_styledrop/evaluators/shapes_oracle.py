@@ -16,7 +16,7 @@ import numpy as np
 from muse_styledrop import data, images
 from muse_styledrop.evaluators.base import Result, Run
 from muse_styledrop.shapes import grading, oracle
-from muse_styledrop.shapes.render import render
+from muse_styledrop.shapes.render import STYLES, render
 from muse_styledrop.shapes.world import Scene
 
 POOL_SEED = 4321  # the feedback pool's scenes; the evaluation draws its own from `seed`
@@ -97,3 +97,8 @@ def tokens_ceiling(pipe, scenes: list[Scene], style: str, seed: int) -> np.ndarr
 def pool_prompts(count: int = 30) -> list[str]:
   """The feedback pool's content prompts on the shapes world: `count` single-object scenes."""
   return [s.content() for s in grading.eval_scenes(count, POOL_SEED)]
+
+
+def style_phrases() -> list[str]:
+  """Every shapes-world style phrase ("in mosaic tile style"), held-out ones included."""
+  return list(STYLES.values())

@@ -13,6 +13,7 @@ from flax import nnx
 from muse_styledrop import files, weights
 from muse_styledrop.models.clip import CLIPConfig, CLIPModel, TowerConfig, clip_pixels
 from muse_styledrop.pretraining.objective import Objective
+from muse_styledrop.prompts import prompt_set
 from muse_styledrop.tokenizer import Tokenizer, build_clip_tokenizer
 
 
@@ -37,7 +38,9 @@ class CLIPObjective(Objective):
       self.groups = np.unique(arrays["group"], return_inverse=True)[1]
     tok_dir = self.workdir / "tokenizer"
     if not (tok_dir / "vocab.json").is_file():
-      words = caption_words(arrays["caption"], config.vocabulary_phrases)
+      words = caption_words(
+        arrays["caption"], prompt_set(config.vocabulary_prompts) if config.vocabulary_prompts else ()
+      )
       build_clip_tokenizer(words, tok_dir, max_length=config.max_length)
     self.tokenizer = Tokenizer(tok_dir)
     self.ids = np.concatenate(
