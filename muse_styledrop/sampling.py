@@ -1,9 +1,11 @@
 """MaskGIT parallel decoding with guidance, as one jitted pure function.
 
-The decoding state (tokens, rng) goes through a `lax.fori_loop`; nothing
-returns to the host between steps, and the function is compiled once per
-shape (batch, grid, number of passes, steps): guidance weights, temperatures
-and seeds are traced values.
+The tokens go through a `lax.fori_loop` over a logits function (the
+transformer, or anything called like it); nothing returns to the host
+between steps, and the function is compiled once per shape (batch, grid,
+number of passes, steps): guidance weights, temperatures and seeds are
+traced values. Each picture draws from its own key, so a picture depends on
+its prompt, seed and settings, not on its batch.
 
 Guidance as a linear combination of passes. Every guided sampler here
 combines P forward passes of the same tokens under different conditions
