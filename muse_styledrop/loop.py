@@ -40,8 +40,9 @@ def run(
   total_steps: int,
   steps_per_call: int,
   workdir: Path,
-  save: Callable[[int, Any], None],
-  save_due: Callable[[int], bool],
+  checkpointer,
+  meta: dict,
+  save_due: Callable[[int, float], bool],
   after_call: Callable[[int, Any], None] | None = None,
   max_seconds: float = 0,
   desc: str = "train",
@@ -49,8 +50,9 @@ def run(
   """Run `call(state, step) -> (state, metrics)` from `step` to `total_steps`, `steps_per_call` at a time.
 
   A call's metrics (with a boolean 'finite') are read on the host one call later, so the device never waits;
-  they are read at once before a checkpoint, so no unchecked weights are saved. `save(step, state)` runs when
-  `save_due(step)`, at the end, and when `max_seconds` (> 0) have passed (then the loop stops early).
+  they are read at once before a checkpoint, so no unchecked weights are saved. `checkpointer` saves (state, meta)
+  when `save_due(step, seconds since the last save)`, at the end, and when `max_seconds` (> 0) have passed (then
+  the loop stops early); it is closed (its saves finished) however the loop ends.
   Returns (state, step reached, the last metrics, seconds).
   """
   writer = MetricWriter(workdir)
@@ -59,6 +61,7 @@ def run(
   )
   log = lambda pending: record_metrics(*pending, workdir=workdir, bar=bar, writer=writer)
   start, pending, last = time.perf_counter(), None, {}
+  last_save = time.monotonic()
   try:
     while step < total_steps:
       state, metrics = call(state, step)
@@ -68,9 +71,10 @@ def run(
       pending = (step, metrics)
       bar.update(steps_per_call)
       out_of_time = bool(max_seconds) and time.perf_counter() - start > max_seconds
-      if save_due(step) or step == total_steps or out_of_time:
+      if save_due(step, time.monotonic() - last_save) or step == total_steps or out_of_time:
         last, pending = log(pending), None
-        save(step, state)
+        checkpointer.save(step, state, meta)
+        last_save = time.monotonic()
       if after_call is not None and step < total_steps:
         after_call(step, state)
       if out_of_time:
@@ -80,4 +84,5 @@ def run(
   finally:
     bar.close()
     writer.close()
+    checkpointer.close()
   return state, step, last, time.perf_counter() - start

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import json
-import time
 from pathlib import Path
 
 import jax
@@ -115,27 +114,19 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     )
     return {"params": params, "opt_state": opt_state, "extra": extra, "rng": jax.random.key_data(rng)}, metrics
 
-  last_save = [time.monotonic()]
-
-  def save(step, state):
-    ckpt.save(step, state, meta)
-    last_save[0] = time.monotonic()
-
-  try:
-    state, step, last, seconds = loop.run(
-      call,
-      state,
-      step=step,
-      total_steps=config.steps,
-      steps_per_call=config.steps_per_call,
-      workdir=workdir,
-      save=save,
-      save_due=lambda step: time.monotonic() - last_save[0] > config.checkpoint.every_seconds,
-      max_seconds=config.max_seconds,  # a time box (a lent GPU's minutes): stop early, then export as usual
-      desc=f"pretrain {config.model}",
-    )
-  finally:
-    ckpt.close()
+  state, step, last, seconds = loop.run(
+    call,
+    state,
+    step=step,
+    total_steps=config.steps,
+    steps_per_call=config.steps_per_call,
+    workdir=workdir,
+    checkpointer=ckpt,
+    meta=meta,
+    save_due=lambda step, since_save: since_save > config.checkpoint.every_seconds,
+    max_seconds=config.max_seconds,  # a time box (a lent GPU's minutes): stop early, then export as usual
+    desc=f"pretrain {config.model}",
+  )
 
   # -- Export & evaluate ------------------------------------------------------
   model = nnx.merge(graphdef, state["params"], rest)

@@ -250,20 +250,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
       images.save_png(grid, workdir / "samples" / f"step_{step:06d}.png")
 
   every = config.checkpoint.every
-  try:
-    state, step, last, seconds = loop.run(
-      call,
-      state,
-      step=step,
-      total_steps=config.steps,
-      steps_per_call=config.steps_per_call,
-      workdir=workdir,
-      save=lambda step, state: ckpt.save(step, state, meta),
-      save_due=lambda step: bool(every) and step % every == 0,
-      after_call=sample_now,
-    )
-  finally:
-    ckpt.close()
+  state, step, last, seconds = loop.run(
+    call,
+    state,
+    step=step,
+    total_steps=config.steps,
+    steps_per_call=config.steps_per_call,
+    workdir=workdir,
+    checkpointer=ckpt,
+    meta=meta,
+    save_due=lambda step, since_save: bool(every) and step % every == 0,
+    after_call=sample_now,
+  )
 
   # -- Evaluate & export ------------------------------------------------------
   summary = {
