@@ -132,7 +132,7 @@ def main():
       text, pooled = pipe.encode_prompts([prompt])
       neg_text, neg_pooled = pipe.encode_prompts([""])
       passes = sampling.classifier_free(text, pooled, neg_text, neg_pooled, pipe.micro_conds(1, 256, 256), 9.0)
-      tokens = pipe.sampler(passes, jax.random.key(seed), (16, 16), num_steps=12)
+      tokens = pipe.sampler(passes, sampling.picture_keys(seed, [prompt]), (16, 16), num_steps=12)
       return pipe.decode_tokens(tokens)
 
     def torch_sample(seed):

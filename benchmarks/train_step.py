@@ -58,18 +58,28 @@ def ours_setup(kind: str, batch: int):
   from muse_styledrop.models import presets
   from muse_styledrop.models.adapters import AdapterConfig, AdapterParam
   from muse_styledrop.models.uvit import UVit2DModel
+  from muse_styledrop.optim import make_optimizer
 
   model = UVit2DModel(presets.AMUSED_256_TRANSFORMER, rngs=nnx.Rngs(0))
   model.attach_adapters(AdapterConfig(kind=kind, hidden=4, shared=True, rank=16), nnx.Rngs(1))
   graphdef, trainable, frozen = nnx.split(model, AdapterParam, ...)
-  tx = train.make_optimizer(
+  tx = make_optimizer(
     ml_collections.ConfigDict(
-      dict(learning_rate=1e-4, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-2, grad_clip=0.0, warmup_steps=0)
+      dict(
+        learning_rate=1e-4,
+        b1=0.9,
+        b2=0.999,
+        eps=1e-8,
+        weight_decay=1e-2,
+        grad_clip=0.0,
+        warmup_steps=0,
+        schedule="constant",
+      )
     )
   )
   opt_state = tx.init(trainable)
   k = jax.random.split(jax.random.key(0), 3)
-  data = train.StyleData(
+  data = train.EncodedStyle(
     jax.random.randint(k[0], (8, 16, 16), 0, 8192),
     jnp.zeros((8,), jnp.int32),
     jax.random.normal(k[1], (1, 77, 768)),
