@@ -51,7 +51,7 @@ import jax.numpy as jnp
 from flax import nnx
 from muse_styledrop.models import presets
 from muse_styledrop.models.uvit import UVit2DModel
-from muse_styledrop.pipeline import frozen_jit
+from muse_styledrop.frozen import frozen_jit
 
 model = UVit2DModel(presets.AMUSED_256_TRANSFORMER, rngs=nnx.Rngs(0))
 logits = frozen_jit(lambda m, *a: m(*a), model)(

@@ -14,6 +14,7 @@ from flax import nnx
 from tqdm import tqdm
 
 from muse_styledrop import files, weights
+from muse_styledrop.frozen import frozen_jit
 from muse_styledrop.losses import masked_loss
 from muse_styledrop.models.uvit import UVit2DModel, UVitConfig
 from muse_styledrop.pipeline import Pipeline, micro_conds
@@ -112,10 +113,9 @@ class UVitObjective(Objective):
       )
     arrays = files.load_arrays(train)
     images = arrays.pop("images")
-    graphdef, state = nnx.split(self.vq)
-    encode = jax.jit(lambda s, x: nnx.merge(graphdef, s).encode(x.astype(jnp.float32) / 255.0))
+    encode = frozen_jit(lambda vq, x: vq.encode(x.astype(jnp.float32) / 255.0), self.vq)
     chunks = range(0, len(images), 512)
-    tokens = np.concatenate([np.asarray(encode(state, images[i : i + 512])) for i in tqdm(chunks, desc="VQ tokens")])
+    tokens = np.concatenate([np.asarray(encode(images[i : i + 512])) for i in tqdm(chunks, desc="VQ tokens")])
     arrays["tokens"] = tokens.astype(np.int16)
     files.save_arrays({**arrays, "encoder_fingerprint": np.asarray(fingerprint)}, cache, compressed=True)
     return arrays

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from muse_styledrop import images
+from muse_styledrop.frozen import frozen_jit
 from muse_styledrop.pretraining import patch_codes
 from muse_styledrop.sampling import SamplingSettings
 from muse_styledrop.shapes import oracle as oracle_lib
@@ -39,13 +38,10 @@ STYLES_LIST = list(STYLES)
 def vq_quality(vq, test: dict, grader) -> dict:
   """PSNR of reconstructions (all, per style), the oracle's accuracy on originals and on reconstructions, and how
   local the tokens are."""
-  graphdef, state = nnx.split(vq)
-  rebuild = jax.jit(
-    lambda s, x: jnp.clip(nnx.merge(graphdef, s).decode(nnx.merge(graphdef, s).encode(x / 255.0)), 0, 1) * 255.0
-  )
+  rebuild = frozen_jit(lambda vq, x: jnp.clip(vq.decode(vq.encode(x / 255.0)), 0, 1) * 255.0, vq)
   images = test["images"]
   rec = np.concatenate(
-    [np.asarray(rebuild(state, jnp.asarray(images[i : i + 256], jnp.float32))) for i in range(0, len(images), 256)]
+    [np.asarray(rebuild(jnp.asarray(images[i : i + 256], jnp.float32))) for i in range(0, len(images), 256)]
   )
   tokens = np.asarray(vq.encode(jnp.asarray(images[:256], jnp.float32) / 255.0))
   return {
@@ -101,20 +97,19 @@ def clip_zero_shot(model, tokenizer, test: dict) -> dict:
   """Zero-shot accuracy on single-object pictures: each class's text embedding is the mean over prompt variants."""
   from muse_styledrop.models.clip import clip_pixels  # noqa: PLC0415
 
-  graphdef, state = nnx.split(model)
-  text_fn = jax.jit(lambda s, ids: nnx.merge(graphdef, s).encode_text(ids)[1])
-  image_fn = jax.jit(lambda s, x: nnx.merge(graphdef, s).encode_image(clip_pixels(x)))
+  text_fn = frozen_jit(lambda clip, ids: clip.encode_text(ids)[1], model)
+  image_fn = frozen_jit(lambda clip, x: clip.encode_image(clip_pixels(x)), model)
   unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)
   grid = [(s, c, st) for s in SHAPES for c in COLOURS for st in STYLES]
   prompts = [f"a {c} {s} {STYLES[st]}" for s, c, st in grid]
   text = unit(
-    np.concatenate([np.asarray(text_fn(state, tokenizer(prompts[i : i + 512]))) for i in range(0, len(prompts), 512)])
+    np.concatenate([np.asarray(text_fn(tokenizer(prompts[i : i + 512]))) for i in range(0, len(prompts), 512)])
   )
   text = text.reshape(len(SHAPES), len(COLOURS), len(STYLES), -1)
   single = test["objects"] == 1
   images = test["images"][single]
   img = unit(
-    np.concatenate([np.asarray(image_fn(state, jnp.asarray(images[i : i + 256]))) for i in range(0, len(images), 256)])
+    np.concatenate([np.asarray(image_fn(jnp.asarray(images[i : i + 256]))) for i in range(0, len(images), 256)])
   )
   out = {}
   for name, axes, labels in (

@@ -28,6 +28,7 @@ from flax import nnx
 from tqdm import tqdm
 
 from muse_styledrop import files, weights
+from muse_styledrop.frozen import frozen_jit
 from muse_styledrop.shapes.styles import STYLES
 from muse_styledrop.shapes.world import COLOURS, SHAPES
 
@@ -95,10 +96,8 @@ class Grader:
 
   def __init__(self, model: Oracle | None = None, batch_size: int = 256):
     model = model or load()
-    graphdef, state = nnx.split(model)
     self.batch_size = batch_size
-    self._predict = jax.jit(lambda state, x: {k: jnp.argmax(v, -1) for k, v in nnx.merge(graphdef, state)(x).items()})
-    self._state = state
+    self._predict = frozen_jit(lambda oracle, x: {k: jnp.argmax(v, -1) for k, v in oracle(x).items()}, model)
 
   def __call__(self, images_NHWC) -> dict[str, np.ndarray]:
     images = np.asarray(images_NHWC)
@@ -108,7 +107,7 @@ class Grader:
     for i in range(0, len(images), self.batch_size):
       chunk = images[i : i + self.batch_size]
       padded = np.concatenate([chunk, np.zeros((self.batch_size - len(chunk), *chunk.shape[1:]), chunk.dtype)])
-      pred = jax.device_get(self._predict(self._state, jnp.asarray(np.clip(padded, 0, 1), jnp.float32)))
+      pred = jax.device_get(self._predict(jnp.asarray(np.clip(padded, 0, 1), jnp.float32)))
       for k in HEADS:
         out[k].append(pred[k][: len(chunk)])
     return {k: np.concatenate(v) for k, v in out.items()}

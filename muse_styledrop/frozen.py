@@ -1,0 +1,18 @@
+"""Jitting a frozen module once: split it, close over its graph, pass its state."""
+
+from __future__ import annotations
+
+import jax
+from flax import nnx
+
+
+def frozen_jit(fn, module: nnx.Module):
+  """`fn(module, *args)` jitted over a frozen module's split state.
+
+  nnx.jit re-walks the module graph on every call, which costs seconds for a
+  600M-parameter model on CPU (measured: 3 s per aMUSEd forward); splitting
+  once and closing over the graphdef makes each call a plain jax.jit call.
+  """
+  graphdef, state = nnx.split(module)
+  jitted = jax.jit(lambda state, *args: fn(nnx.merge(graphdef, state), *args))
+  return lambda *args: jitted(state, *args)
