@@ -36,7 +36,7 @@ import numpy as np
 from absl import flags
 
 from muse_styledrop import data, files, images, weights
-from muse_styledrop.pipeline import Pipeline, check_model_dir, resolve_base_model
+from muse_styledrop.pipeline import Pipeline, check_model_dir, resolve_base_model, resolve_dtype
 from muse_styledrop.prompts import prompt_set
 from muse_styledrop.sampling import SamplingSettings
 
@@ -265,7 +265,7 @@ def run_feedback(
     contents = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if not contents:
       raise FeedbackError(f"--prompts_file={path} holds no prompts; write one content prompt a line")
-  pipe = Pipeline.from_pretrained(base)
+  pipe = Pipeline.from_pretrained(base, resolve_dtype("auto"))
   meta = pipe.load_adapter(adapter)
   if "sampling" not in meta:
     raise FeedbackError(f"adapter {adapter} records no sampling settings; export it with muse_styledrop.train")

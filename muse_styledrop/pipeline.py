@@ -17,8 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from muse_styledrop import files, sampling, weights
+from muse_styledrop import files, sampling, sharding, weights
 from muse_styledrop.frozen import frozen_jit
 from muse_styledrop.models.adapters import AdapterConfig, AdapterParam
 from muse_styledrop.models.clip import CLIPModel
@@ -89,6 +91,8 @@ class Pipeline:
   tokenizer: Tokenizer
   mask_token_id: int
   fingerprint: str = ""
+  mesh: jax.sharding.Mesh | None = None  # where the weights live (None: the default device)
+  rules: dict | None = None  # logical axis -> mesh axes (muse_styledrop.sharding)
   _prompt_cache: dict = dataclasses.field(default_factory=dict, repr=False)
 
   def __post_init__(self):
@@ -98,17 +102,34 @@ class Pipeline:
     self._sampler = None
 
   @classmethod
-  def from_pretrained(cls, path: str | Path, variant: str | None = None, param_dtype=jnp.float32) -> Pipeline:
+  def from_pretrained(
+    cls,
+    path: str | Path,
+    dtype=jnp.float32,
+    *,
+    variant: str | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+    rules: dict | None = None,
+  ) -> Pipeline:
+    """Load a model directory; with a `mesh`, each weight goes straight into its shards as `rules` lay it out.
+
+    `dtype` holds the transformer's and text encoder's weights and activations (bf16 on accelerators); the VQ
+    tokenizer, logits and adapters stay fp32.
+    """
     path = check_model_dir(Path(path))
     scheduler = weights.read_json(path / "scheduler" / "scheduler_config.json")
-    transformer = weights.load_transformer(path / "transformer", variant, param_dtype)
+    place = weights.on_default_device if mesh is None else sharding.placer(mesh, rules)
+    samples = WeightSamples(place)
+    transformer = weights.load_transformer(path / "transformer", variant, dtype, place=samples)
     return cls(
       transformer=transformer,
-      vqvae=weights.load_vqvae(path / "vqvae", variant, param_dtype),
-      text_encoder=weights.load_clip(path / "text_encoder", variant, param_dtype),
+      vqvae=weights.load_vqvae(path / "vqvae", variant, jnp.float32, place=place),
+      text_encoder=weights.load_clip(path / "text_encoder", variant, dtype, place=place),
       tokenizer=Tokenizer(path / "tokenizer"),
       mask_token_id=int(scheduler.get("mask_token_id", transformer.config.mask_token_id)),
-      fingerprint=fingerprint(transformer),
+      fingerprint=digest(transformer.config, samples.taken),
+      mesh=mesh,
+      rules=None if rules is None else dict(rules),
     )
 
   def save_pretrained(self, path: str | Path, dtype=None) -> None:
@@ -185,8 +206,9 @@ class Pipeline:
           mask_keys, pad(init_tokens_BHW[i : i + batch], missing), settings.steps, strength, self.mask_token_id
         )
         keys_B = decode_keys
+      passes, keys_B, init = self._spread(settings.passes(text, pooled, neg_text, neg_pooled, micro, ids), keys_B, init)
       tokens = self.sampler(
-        settings.passes(text, pooled, neg_text, neg_pooled, micro, ids),
+        passes,
         keys_B,
         (side // self.downscale,) * 2,
         num_steps=settings.steps,
@@ -198,6 +220,25 @@ class Pipeline:
       )
       out.append(tokens[: len(chunk)])
     return jnp.concatenate(out)
+
+  def _spread(self, passes: sampling.Passes, keys_B, init_BHW):
+    """Put a sampler batch's pictures over the mesh's batch axes (all on each device when they do not divide)."""
+    if self.mesh is None or len(keys_B) % sharding.batch_shards(self.mesh, self.rules):
+      return passes, keys_B, init_BHW
+    over = sharding.batch(self.mesh, self.rules).spec[0]
+    put = lambda x, lead: None if x is None else jax.device_put(x, NamedSharding(self.mesh, P(*lead, over)))
+    passes = dataclasses.replace(
+      passes,
+      text_PBTD=put(passes.text_PBTD, [None]),
+      pooled_PBD=put(passes.pooled_PBD, [None]),
+      micro_conds_PBM=put(passes.micro_conds_PBM, [None]),
+      adapter_ids_PB=put(passes.adapter_ids_PB, [None]),
+      weights_P=jax.device_put(passes.weights_P, sharding.replicated(self.mesh)),
+      end_weights_P=None
+      if passes.end_weights_P is None
+      else jax.device_put(passes.end_weights_P, sharding.replicated(self.mesh)),
+    )
+    return passes, put(keys_B, []), put(init_BHW, [])
 
   def draw(self, prompts: list[str], settings: SamplingSettings, **kwargs) -> np.ndarray:
     """uint8 pictures of `prompts` (draw_tokens' arguments), decoded in batches of at most 64."""
@@ -267,6 +308,20 @@ class Pipeline:
     return np.asarray(jnp.round(jnp.clip(images, 0, 1) * 255)).astype(np.uint8)
 
 
+def resolve_dtype(name: str, devices=None):
+  """The weights' and activations' dtype that `name` means on `devices`: 'auto' is bf16 on TPU and GPU, fp32 on CPU.
+
+  Decided by the devices' platform, not jax.default_backend(), so an ahead-of-time compile for a TPU topology on a
+  CPU host gets the TPU's choice.
+  """
+  if name not in ("auto", "float32", "bfloat16"):
+    raise ValueError(f"config.dtype={name!r}; use 'auto', 'float32' or 'bfloat16'")
+  if name == "auto":
+    platform = next(iter(devices if devices is not None else jax.devices())).platform
+    return jnp.float32 if platform == "cpu" else jnp.bfloat16
+  return jnp.dtype(name).type
+
+
 def micro_conds(batch: int, height: int, width: int) -> jax.Array:
   """aMUSEd's micro-conditioning: (width, height, crop top, crop left, aesthetic score) in pixels."""
   return jnp.tile(jnp.asarray([[width, height, 0, 0, AESTHETIC_SCORE]], jnp.float32), (batch, 1))
@@ -277,16 +332,41 @@ def _text_fn(encoder: CLIPModel, ids_BT):
   return out.penultimate_BTD, pooled
 
 
+def sample_values(value: np.ndarray, dtype) -> np.ndarray:
+  """Up to 256 evenly spaced values of an array (in row-major order), as `dtype` holds them, in fp32."""
+  flat = np.arange(0, value.size, max(1, value.size // 256))
+  return np.asarray(value[np.unravel_index(flat, value.shape)]).astype(dtype).astype(np.float32)
+
+
+class WeightSamples:
+  """A placement function that also keeps each parameter's sample values, for the fingerprint."""
+
+  def __init__(self, place):
+    self.place, self.taken = place, []
+
+  def __call__(self, path, var, host):
+    self.taken.append((weights.torch_key(path), host.size, sample_values(host, var.dtype)))
+    return self.place(path, var, host)
+
+
+def digest(config, taken) -> str:
+  h = hashlib.sha256(json.dumps(dataclasses.asdict(config), sort_keys=True).encode())
+  for key, size, values in taken:
+    h.update(f"{key}{(size,)}".encode())
+    h.update(values.tobytes())
+  return h.hexdigest()[:16]
+
+
 def fingerprint(transformer: UVit2DModel) -> str:
   """A short identity of a base transformer: its architecture and a sample of its weight values.
 
   Independent of how the files were written (dtype of storage aside from
   rounding, shard layout, metadata): hashes the config and, for every
-  parameter, its key, shape and up to 256 evenly spaced values in fp32.
+  parameter, its key, size and up to 256 evenly spaced values in fp32. A
+  loading pipeline takes the same samples as the weights stream past.
   """
-  h = hashlib.sha256(json.dumps(dataclasses.asdict(transformer.config), sort_keys=True).encode())
+  taken = []
   for path, var in nnx.to_flat_state(weights.base_params(transformer)):
-    value = np.asarray(var[...], np.float32).ravel()
-    h.update(f"{weights.torch_key(path)}{value.shape}".encode())
-    h.update(value[:: max(1, value.size // 256)].tobytes())
-  return h.hexdigest()[:16]
+    value = np.asarray(var[...])
+    taken.append((weights.torch_key(path), value.size, sample_values(value, var.dtype)))
+  return digest(transformer.config, taken)

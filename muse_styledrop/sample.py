@@ -21,7 +21,7 @@ from pathlib import Path
 from absl import app, flags
 
 from muse_styledrop import images
-from muse_styledrop.pipeline import Pipeline, resolve_base_model
+from muse_styledrop.pipeline import Pipeline, resolve_base_model, resolve_dtype
 from muse_styledrop.sampling import SamplingSettings
 
 FLAGS = flags.FLAGS
@@ -91,7 +91,7 @@ def run(
 ) -> list[Path]:
   """Draw `num_images` of each prompt and write them, with the settings `settings_for` makes of the adapter's
   recorded ones (None without an adapter, or when it records none)."""
-  pipe = Pipeline.from_pretrained(resolve_base_model(base_model))
+  pipe = Pipeline.from_pretrained(resolve_base_model(base_model), resolve_dtype("auto"))
   recorded = pipe.load_adapter(adapter).get("sampling") if adapter else None
   settings = settings_for(recorded)
   side = resolution or pipe.grid_hw[0] * pipe.downscale

@@ -27,7 +27,7 @@ from muse_styledrop import checkpointing, data, evaluators, files, images, loop,
 from muse_styledrop.losses import masked_loss
 from muse_styledrop.models.adapters import AdapterConfig, AdapterParam
 from muse_styledrop.optim import make_optimizer
-from muse_styledrop.pipeline import Pipeline, check_model_dir, resolve_base_model
+from muse_styledrop.pipeline import Pipeline, check_model_dir, resolve_base_model, resolve_dtype
 from muse_styledrop.sampling import SamplingSettings
 
 # ----------------------------------------------------------------------------
@@ -104,6 +104,31 @@ def make_train_steps(
     )
 
   return train_steps
+
+
+def jit_train_steps(graphdef, tx, config, mask_id: int, use_adapter: bool, mesh, rules, state_shardings):
+  """The jitted call of `config.steps_per_call` steps, laid out on `mesh`: what training runs and aot compiles.
+
+  state_shardings: (trainable, frozen, optimizer state) shardings; the rng and the style data are replicated.
+  """
+  trainable_sh, frozen_sh, opt_sh = state_shardings
+  rep = sharding.replicated(mesh)
+  steps = make_train_steps(
+    graphdef,
+    tx,
+    steps=config.steps_per_call,
+    batch_size=config.batch_size,
+    mask_id=mask_id,
+    text_dropout=config.text_dropout,
+    use_adapter=use_adapter,
+    batch_sharding=sharding.batch(mesh, rules),
+  )
+  return jax.jit(
+    steps,
+    in_shardings=(trainable_sh, frozen_sh, opt_sh, rep, rep),
+    out_shardings=(trainable_sh, opt_sh, rep, rep),
+    donate_argnums=(0, 2),
+  )
 
 
 # ----------------------------------------------------------------------------
@@ -183,47 +208,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   style = data.resolve_style_set(config.style_images, config.content_prompts, config.style_descriptor)
   settings = SamplingSettings.from_dict(config.sample)
   evals = evaluators.from_config(config.evals)
-  pipe = Pipeline.from_pretrained(base)
-  encoded = encode_style(pipe, style, config)
+  mesh = sharding.make_mesh(config.mesh.to_dict())
+  rules = config.sharding.rules.to_dict()
+  sharding.check_batch_size(mesh, rules, config.batch_size)
+
+  # -- Shard & transfer: the base goes straight into its shards ---------------
+  pipe = Pipeline.from_pretrained(base, resolve_dtype(config.dtype, mesh.devices.flat), mesh=mesh, rules=rules)
+  rep = sharding.replicated(mesh)
+  encoded = jax.device_put(encode_style(pipe, style, config), rep)
   if use_adapter:
     pipe.attach_adapters(adapter_config(config), nnx.Rngs(config.seed))
   model = pipe.transformer
   graphdef, trainable, frozen = nnx.split(model, AdapterParam if use_adapter else nnx.Param, ...)
+  frozen_sh = sharding.state_shardings(mesh, frozen, rules)
+  trainable_sh = sharding.state_shardings(mesh, trainable, rules)
+  trainable = jax.device_put(trainable, trainable_sh)
+  nnx.update(model, trainable)
   tx = make_optimizer(config.optimizer)
-  opt_state = tx.init(trainable)
+  opt_state = jax.jit(tx.init, out_shardings=sharding.follow_params(mesh, jax.eval_shape(tx.init, trainable), rules))(
+    trainable
+  )
+  opt_sh = sharding.follow_params(mesh, opt_state, rules)
   rng = jax.random.key(config.seed)
   meta = run_metadata(pipe, style, config, use_adapter, settings)
-
-  # -- Shard & transfer -------------------------------------------------------
-  mesh = sharding.make_mesh(config.mesh.to_dict())
-  sharding.check_batch_size(mesh, config.batch_size)
-  frozen_sh = sharding.frozen_shardings(mesh, frozen)
-  trainable_sh = (
-    sharding.replicated_shardings(mesh, trainable) if use_adapter else sharding.frozen_shardings(mesh, trainable)
-  )
-  opt_sh = jax.tree.map(
-    lambda x: sharding.fsdp(mesh, x.shape) if not use_adapter and x.ndim else sharding.replicated(mesh), opt_state
-  )
-  rep = sharding.replicated(mesh)
-  frozen = jax.device_put(frozen, frozen_sh)
-  trainable = jax.device_put(trainable, trainable_sh)
-  nnx.update(model, trainable, frozen)  # the model holds the placed arrays, so the unplaced ones can be freed
-  opt_state = jax.device_put(opt_state, opt_sh)
-  encoded = jax.device_put(encoded, rep)
-  train_steps = jax.jit(
-    make_train_steps(
-      graphdef,
-      tx,
-      steps=config.steps_per_call,
-      batch_size=config.batch_size,
-      mask_id=pipe.mask_token_id,
-      text_dropout=config.text_dropout,
-      use_adapter=use_adapter,
-      batch_sharding=sharding.batch(mesh),
-    ),
-    in_shardings=(trainable_sh, frozen_sh, opt_sh, rep, rep),
-    out_shardings=(trainable_sh, opt_sh, rep, rep),
-    donate_argnums=(0, 2),
+  train_steps = jit_train_steps(
+    graphdef, tx, config, pipe.mask_token_id, use_adapter, mesh, rules, (trainable_sh, frozen_sh, opt_sh)
   )
 
   # -- Restore ----------------------------------------------------------------

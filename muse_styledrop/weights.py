@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from safetensors import SafetensorError, safe_open
 from safetensors.flax import save_file
@@ -79,17 +80,40 @@ def weight_files(folder: Path, stem: str, variant: str | None = None) -> list[Pa
   raise WeightsError(f"no {stem}.safetensors (or sharded index) in {folder}; the model directory is incomplete")
 
 
-def read_tensors(files: list[Path]) -> dict[str, tuple[jax.Array, Path]]:
-  """Every tensor of the files, with the file it came from."""
-  out = {}
-  for f in files:
-    try:
-      with safe_open(str(f), framework="flax") as handle:
+class TensorFiles(Mapping):
+  """The tensors of safetensors files by key, each read (as numpy, in its stored dtype) only when asked for.
+
+  A value is (array, the file it came from). Nothing is placed on a device
+  here: the caller decides where each tensor, or each slice of it, goes.
+  """
+
+  def __init__(self, paths: list[Path]):
+    self._where = {}
+    for f in paths:
+      try:
+        handle = safe_open(str(f), framework="numpy")
         for key in handle.keys():
-          out[key] = (handle.get_tensor(key), f)
+          self._where[key] = (handle, f)
+      except (SafetensorError, OSError, ValueError) as e:
+        raise WeightsError(f"{f} is not a readable safetensors file ({e}); re-download it") from e
+
+  def __getitem__(self, key: str) -> tuple[np.ndarray, Path]:
+    handle, f = self._where[key]
+    try:
+      return handle.get_tensor(key), f
     except (SafetensorError, OSError, ValueError) as e:
-      raise WeightsError(f"{f} is not a readable safetensors file ({e}); re-download it") from e
-  return out
+      raise WeightsError(f"{f}: tensor {key!r} cannot be read ({e}); re-download the file") from e
+
+  def __iter__(self):
+    return iter(self._where)
+
+  def __len__(self) -> int:
+    return len(self._where)
+
+
+def read_tensors(paths: list[Path]) -> TensorFiles:
+  """Every tensor of the files, with the file it came from (read lazily)."""
+  return TensorFiles(paths)
 
 
 # ----------------------------------------------------------------------------
@@ -104,19 +128,20 @@ def torch_key(path: tuple) -> str:
   return ".".join([*head, leaf])
 
 
-def from_torch_layout(leaf: str, value: jax.Array) -> jax.Array:
+def from_torch_layout(leaf: str, value: np.ndarray) -> np.ndarray:
+  """Our layout of a PyTorch-layout tensor (a view: nothing is copied)."""
   if leaf == "kernel" and value.ndim == 2:
     return value.T
   if leaf == "kernel" and value.ndim == 4:
-    return jnp.transpose(value, (2, 3, 1, 0))
+    return np.transpose(value, (2, 3, 1, 0))
   return value
 
 
-def to_torch_layout(leaf: str, value: jax.Array) -> jax.Array:
+def to_torch_layout(leaf: str, value):
   if leaf == "kernel" and value.ndim == 2:
     return value.T
   if leaf == "kernel" and value.ndim == 4:
-    return jnp.transpose(value, (3, 2, 0, 1))
+    return value.transpose((3, 2, 0, 1))
   return value
 
 
@@ -125,17 +150,26 @@ def base_params(module: nnx.Module) -> nnx.State:
   return nnx.state(module, lambda _, v: type(v) is nnx.Param)
 
 
+def on_default_device(path: tuple, var: nnx.Variable, host: np.ndarray) -> jax.Array:
+  """Place a whole parameter on the default device (one-device use; a mesh places by shard instead)."""
+  del path
+  return jnp.asarray(host, var.dtype)
+
+
 def load_params(
-  module: nnx.Module, tensors: Mapping[str, tuple[jax.Array, Path]], what: str, keep_missing: tuple[str, ...] = ()
+  module: nnx.Module,
+  tensors: Mapping[str, tuple[np.ndarray, Path]],
+  what: str,
+  keep_missing: tuple[str, ...] = (),
+  place: Callable[[tuple, nnx.Variable, np.ndarray], jax.Array] = on_default_device,
 ) -> None:
   """Fill every parameter of `module` from a state dict; any mismatch is an error naming file and key.
 
-  Weights whose names start with a prefix in `keep_missing` may be absent from the state dict: they keep their
-  present values (a warm start into a model with an addition the source lacks, such as a position embedding)."""
-  flat = nnx.to_flat_state(base_params(module))
-  expected = {}
-  for path, var in flat:
-    expected[torch_key(path)] = (path, var)
+  Tensors are read one at a time; `place(path, var, host_value)` puts each on its devices (in our layout, not yet
+  cast). Weights whose names start with a prefix in `keep_missing` may be absent from the state dict: they keep
+  their present values (a warm start into a model with an addition the source lacks, such as a position
+  embedding)."""
+  expected = {torch_key(path): (path, var) for path, var in nnx.to_flat_state(base_params(module))}
   for key, (path, var) in expected.items():
     if key not in tensors:
       if key.startswith(keep_missing):
@@ -144,15 +178,15 @@ def load_params(
         f"{what}: weight {key!r} is missing from the checkpoint; the files do not match the "
         "config (wrong model directory or a truncated download)"
       )
-    value, source = tensors[key]
-    value = from_torch_layout(str(path[-1]), value)
+    stored, source = tensors[key]
+    value = from_torch_layout(str(path[-1]), np.asarray(stored))
     if tuple(value.shape) != tuple(var.shape):
+      implied = to_torch_layout(str(path[-1]), np.broadcast_to(np.float32(0), var.shape)).shape
       raise WeightsError(
-        f"{source}: weight {key!r} has shape {tuple(tensors[key][0].shape)} but the config implies "
-        f"{tuple(to_torch_layout(str(path[-1]), jnp.zeros(var.shape)).shape)}; the config.json and "
-        "the weights disagree"
+        f"{source}: weight {key!r} has shape {tuple(stored.shape)} but the config implies "
+        f"{tuple(implied)}; the config.json and the weights disagree"
       )
-    var.set_value(value.astype(var.dtype))
+    var.set_value(place(path, var, value))
   unknown = [k for k in tensors if k not in expected and not k.endswith(IGNORED_SOURCE_KEYS)]
   if unknown:
     raise WeightsError(
@@ -286,38 +320,43 @@ def clip_config_dict(c: CLIPConfig) -> dict:
 # ----------------------------------------------------------------------------
 
 
-def _build_and_load(ctor, folder: Path, stem: str, variant: str | None, param_dtype):
+def _build_and_load(ctor, folder: Path, stem: str, variant: str | None, dtype, place):
   """Create a module abstractly, then fill it from the folder's weights (no random init is kept)."""
-  module = nnx.eval_shape(lambda: ctor(nnx.Rngs(0), param_dtype))
-  load_params(module, read_tensors(weight_files(folder, stem, variant)), str(folder))
+  module = nnx.eval_shape(lambda: ctor(nnx.Rngs(0), dtype))
+  load_params(module, read_tensors(weight_files(folder, stem, variant)), str(folder), place=place)
   abstract = [p for p, v in nnx.to_flat_state(nnx.state(module)) if isinstance(v[...], jax.ShapeDtypeStruct)]
   if abstract:
     raise WeightsError(f"{folder}: state {abstract[0]} was not filled from the checkpoint")
   return module
 
 
-def load_transformer(folder: Path, variant: str | None = None, param_dtype=jnp.float32) -> UVit2DModel:
+def compute_dtype(dtype):
+  """The activations' dtype for weights held in `dtype`: None (the inputs' own) for fp32, else `dtype`."""
+  return None if jnp.dtype(dtype) == jnp.float32 else dtype
+
+
+def load_transformer(folder: Path, variant: str | None = None, dtype=jnp.float32, place=on_default_device):
+  """The masked transformer, its weights and activations in `dtype` (its logits in fp32)."""
   folder = Path(folder)
   config = uvit_config(read_json(folder / "config.json"), folder / "config.json")
-  return _build_and_load(
-    lambda r, d: UVit2DModel(config, rngs=r, param_dtype=d), folder, DIFFUSERS_WEIGHTS, variant, param_dtype
-  )
+  ctor = lambda r, d: UVit2DModel(config, rngs=r, dtype=compute_dtype(d), param_dtype=d)
+  return _build_and_load(ctor, folder, DIFFUSERS_WEIGHTS, variant, dtype, place)
 
 
-def load_vqvae(folder: Path, variant: str | None = None, param_dtype=jnp.float32) -> VQModel:
+def load_vqvae(folder: Path, variant: str | None = None, dtype=jnp.float32, place=on_default_device) -> VQModel:
   folder = Path(folder)
   config = vq_config(read_json(folder / "config.json"), folder / "config.json")
   return _build_and_load(
-    lambda r, d: VQModel(config, rngs=r, param_dtype=d), folder, DIFFUSERS_WEIGHTS, variant, param_dtype
+    lambda r, d: VQModel(config, rngs=r, param_dtype=d), folder, DIFFUSERS_WEIGHTS, variant, dtype, place
   )
 
 
-def load_clip(folder: Path, variant: str | None = None, param_dtype=jnp.float32) -> CLIPModel:
+def load_clip(folder: Path, variant: str | None = None, dtype=jnp.float32, place=on_default_device) -> CLIPModel:
+  """A CLIP model, its weights and activations in `dtype`."""
   folder = Path(folder)
   config = clip_config(read_json(folder / "config.json"), folder / "config.json")
-  return _build_and_load(
-    lambda r, d: CLIPModel(config, rngs=r, param_dtype=d), folder, TRANSFORMERS_WEIGHTS, variant, param_dtype
-  )
+  ctor = lambda r, d: CLIPModel(config, rngs=r, dtype=compute_dtype(d), param_dtype=d)
+  return _build_and_load(ctor, folder, TRANSFORMERS_WEIGHTS, variant, dtype, place)
 
 
 def save_transformer(model: UVit2DModel, folder: Path, dtype=None) -> None:

@@ -38,3 +38,28 @@ def resolve(path: str) -> str:
     return path
   packaged = PACKAGED / Path(file).name
   return str(packaged) + colon + variant if packaged.is_file() else path
+
+
+def sharding_rules() -> ml_collections.ConfigDict:
+  """Logical axis -> mesh axes (None: whole on every device); `--config.sharding.rules.embed=model` changes one.
+
+  embed -> fsdp shards every large weight over 'fsdp' (fully sharded data parallel); heads, mlp and vocab ->
+  model split attention, feed-forward and logit widths over 'model' (tensor parallel); adapters, norms,
+  positions and kernel windows stay whole (docs/scale.md).
+  """
+  return ml_collections.ConfigDict(
+    dict(
+      batch=("data", "fsdp"),
+      embed="fsdp",
+      heads="model",
+      mlp="model",
+      vocab="model",
+      codebook=None,
+      conv_in=None,
+      conv_out="fsdp",
+      window=None,
+      norm=None,
+      position=None,
+      adapter=None,
+    )
+  )

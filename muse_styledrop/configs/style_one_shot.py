@@ -16,7 +16,7 @@ from pathlib import Path
 
 import ml_collections
 
-from muse_styledrop.configs import with_variants
+from muse_styledrop.configs import sharding_rules, with_variants
 
 # The default style picture: a held-out style of the shapes world, which the embedded base never saw
 # (docs/research/held_out_styles.md: why mosaic). shapes.references.reference_run("mosaic") gives the same (tested).
@@ -58,7 +58,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # hues=k: k hue-turned copies of each image, captioned with the style phrase alone or ('content') their
   # image's text (docs/training.md)
   c.augment = dict(enabled=True, crops=2, hues=0, hue_caption="phrase")
-  c.mesh = dict(data=-1, fsdp=1, model=1)
+  c.mesh = dict(data=-1, fsdp=1, model=1)  # device mesh axis sizes; -1: the devices left (docs/scale.md)
+  c.sharding = dict(rules=sharding_rules())
+  c.dtype = "auto"  # the base's weights and activations: 'auto' (bf16 on TPU/GPU, fp32 on CPU), 'float32', 'bfloat16'
   c.distributed = False  # True on a multi-host pod: jax.distributed.initialize() first
   c.checkpoint = dict(every=100, use_async=True)
   # Evaluators run after training (muse_styledrop/evaluators). On the embedded base the oracle grades new prompts.

@@ -28,11 +28,16 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from muse_styledrop.models.layers import gelu
+from muse_styledrop.models.layers import axes, gelu
 
 
 class AdapterParam(nnx.Param):
   """A trainable adapter weight; frozen base weights are plain nnx.Param."""
+
+
+def adapter_param(value: jax.Array) -> AdapterParam:
+  """An adapter weight, every dimension named 'adapter' (laid out by the adapter's own sharding rule)."""
+  return AdapterParam(value, **axes(*["adapter"] * value.ndim))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,11 +89,11 @@ class BottleneckGenerator(nnx.Module):
     init = nnx.initializers.truncated_normal(0.02)
     self.shared = shared
     lead = (bank,) if shared else (bank, layers)
-    self.wd = AdapterParam(init(rngs.params(), (*lead, dim, hidden), jnp.float32))
-    self.wu = AdapterParam(jnp.zeros((*lead, hidden, dim), jnp.float32))
+    self.wd = adapter_param(init(rngs.params(), (*lead, dim, hidden), jnp.float32))
+    self.wu = adapter_param(jnp.zeros((*lead, hidden, dim), jnp.float32))
     if shared:
-      self.dd = AdapterParam(jnp.zeros((bank, layers, hidden), jnp.float32))
-      self.du = AdapterParam(jnp.zeros((bank, layers, dim), jnp.float32))
+      self.dd = adapter_param(jnp.zeros((bank, layers, hidden), jnp.float32))
+      self.du = adapter_param(jnp.zeros((bank, layers, dim), jnp.float32))
 
   def layer(self, index: int) -> tuple[jax.Array, jax.Array]:
     """(Wd_KDH, Wu_KHD) of one layer."""
@@ -143,8 +148,8 @@ class LoRAProjection(nnx.Module):
   def __init__(self, bank: int, d_in: int, d_kv_in: int, d_out: int, rank: int, *, rngs: nnx.Rngs):
     init = nnx.initializers.kaiming_uniform()
     for name, width in (("q", d_in), ("k", d_kv_in), ("v", d_kv_in)):
-      setattr(self, f"{name}_a", AdapterParam(init(rngs.params(), (bank, width, rank), jnp.float32)))
-      setattr(self, f"{name}_b", AdapterParam(jnp.zeros((bank, rank, d_out), jnp.float32)))
+      setattr(self, f"{name}_a", adapter_param(init(rngs.params(), (bank, width, rank), jnp.float32)))
+      setattr(self, f"{name}_b", adapter_param(jnp.zeros((bank, rank, d_out), jnp.float32)))
 
 
 @dataclasses.dataclass

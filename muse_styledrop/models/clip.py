@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from muse_styledrop.models.layers import ACTIVATIONS, attention, conv, layer_norm, linear
+from muse_styledrop.models.layers import ACTIVATIONS, attention, conv, embed, layer_norm, linear, param
 
 CLIP_MEAN = np.asarray([0.48145466, 0.4578275, 0.40821073], np.float32)  # OpenAI CLIP's pixel normalisation
 CLIP_STD = np.asarray([0.26862954, 0.26130258, 0.27577711], np.float32)
@@ -61,7 +61,8 @@ class CLIPAttention(nnx.Module):
   def __init__(self, dim: int, heads: int, *, rngs: nnx.Rngs, dtype=None, param_dtype=jnp.float32):
     kw = dict(bias=True, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
     self.heads = heads
-    self.q_proj, self.k_proj, self.v_proj, self.out_proj = (linear(dim, dim, **kw) for _ in range(4))
+    self.q_proj, self.k_proj, self.v_proj = (linear(dim, dim, names=("embed", "heads"), **kw) for _ in range(3))
+    self.out_proj = linear(dim, dim, names=("heads", "embed"), **kw)
 
   def __call__(self, x_BLD, mask_BQK=None):
     split = lambda t: t.reshape(*t.shape[:-1], self.heads, -1)
@@ -76,8 +77,8 @@ class CLIPMLP(nnx.Module):
   def __init__(self, dim: int, inner: int, act: str, *, rngs: nnx.Rngs, dtype=None, param_dtype=jnp.float32):
     kw = dict(bias=True, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
     self.act = ACTIVATIONS[act]
-    self.fc1 = linear(dim, inner, **kw)
-    self.fc2 = linear(inner, dim, **kw)
+    self.fc1 = linear(dim, inner, names=("embed", "mlp"), **kw)
+    self.fc2 = linear(inner, dim, names=("mlp", "embed"), **kw)
 
   def __call__(self, x):
     return self.fc2(self.act(self.fc1(x)))
@@ -116,8 +117,9 @@ class CLIPEncoder(nnx.Module):
 
 class CLIPTextEmbeddings(nnx.Module):
   def __init__(self, c: TowerConfig, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
-    self.token_embedding = nnx.Embed(c.vocab_size, c.hidden_size, param_dtype=param_dtype, rngs=rngs)
-    self.position_embedding = nnx.Embed(c.max_position_embeddings, c.hidden_size, param_dtype=param_dtype, rngs=rngs)
+    kw = dict(param_dtype=param_dtype, rngs=rngs)
+    self.token_embedding = embed(c.vocab_size, c.hidden_size, names=("vocab", "embed"), **kw)
+    self.position_embedding = embed(c.max_position_embeddings, c.hidden_size, names=("position", "embed"), **kw)
 
   def __call__(self, ids_BT):
     return self.token_embedding(ids_BT) + self.position_embedding.embedding[: ids_BT.shape[1]][None]
@@ -157,11 +159,12 @@ class CLIPTextTransformer(nnx.Module):
 class CLIPVisionEmbeddings(nnx.Module):
   def __init__(self, c: TowerConfig, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
     d = c.hidden_size
-    self.class_embedding = nnx.Param(jax.random.normal(rngs.params(), (d,), param_dtype) * d**-0.5)
+    self.class_embedding = param(jax.random.normal(rngs.params(), (d,), param_dtype) * d**-0.5, "embed")
     self.patch_embedding = conv(
       c.num_channels, d, c.patch_size, stride=c.patch_size, bias=False, rngs=rngs, param_dtype=param_dtype
     )
-    self.position_embedding = nnx.Embed((c.image_size // c.patch_size) ** 2 + 1, d, param_dtype=param_dtype, rngs=rngs)
+    positions = (c.image_size // c.patch_size) ** 2 + 1
+    self.position_embedding = embed(positions, d, names=("position", "embed"), param_dtype=param_dtype, rngs=rngs)
 
   def __call__(self, pixels_BHWC):
     patches = self.patch_embedding(pixels_BHWC)
@@ -195,11 +198,13 @@ class CLIPModel(nnx.Module):
     self.text_model = self.text_projection = self.vision_model = self.visual_projection = nnx.data(None)
     if c.text is not None:
       self.text_model = CLIPTextTransformer(c.text, **kw)
-      self.text_projection = linear(c.text.hidden_size, c.projection_dim, bias=False, **kw)
+      self.text_projection = linear(c.text.hidden_size, c.projection_dim, names=("embed", "embed"), bias=False, **kw)
     if c.vision is not None:
       self.vision_model = CLIPVisionTransformer(c.vision, **kw)
-      self.visual_projection = linear(c.vision.hidden_size, c.projection_dim, bias=False, **kw)
-    self.logit_scale = nnx.Param(jnp.asarray(2.6592, param_dtype)) if c.with_logit_scale else None
+      self.visual_projection = linear(
+        c.vision.hidden_size, c.projection_dim, names=("embed", "embed"), bias=False, **kw
+      )
+    self.logit_scale = param(jnp.asarray(2.6592, param_dtype)) if c.with_logit_scale else None
 
   def encode_text(self, ids_BT, attention_mask_BT=None) -> tuple[TextOutput, jax.Array]:
     """The text tower's outputs and the projected pooled embedding (text_embeds)."""

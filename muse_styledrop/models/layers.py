@@ -7,20 +7,80 @@ leaf rename done in `muse_styledrop.weights`.
 
 Tensor names carry their shape: B batch, L/T sequence (image / text), D
 feature width, H/W spatial, C channels, V vocabulary.
+
+Every parameter carries logical axis names, one per dimension, in flax's
+partitioning metadata (`out_sharding`): embed (a model's width), heads
+(attention's inner width), mlp (a feed-forward's inner width), vocab,
+codebook, conv_in / conv_out (convolution channels), window (a kernel's
+spatial extent), norm (a normalisation's scale or shift), position, adapter.
+`muse_styledrop.sharding` maps them to mesh axes by the config's rules; no
+mesh is touched when a module is built.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+_TARGET = contextvars.ContextVar("target_platform", default=None)
 
-def linear(d_in: int, d_out: int, *, bias: bool, rngs: nnx.Rngs, dtype=None, param_dtype=jnp.float32):
-  """A dense layer whose kernel is (in, out); the PyTorch weight is its transpose."""
-  return nnx.Linear(d_in, d_out, use_bias=bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+def target_platform() -> str:
+  """The platform the code being traced will run on: the default backend, unless compiling for another."""
+  return _TARGET.get() or jax.default_backend()
+
+
+@contextlib.contextmanager
+def compiling_for(platform: str):
+  """Trace for `platform` (an ahead-of-time compile for TPU on a CPU host takes the TPU's code paths)."""
+  token = _TARGET.set(platform)
+  try:
+    yield
+  finally:
+    _TARGET.reset(token)
+
+
+def axes(*names: str) -> dict:
+  """Partitioning metadata naming each dimension of a parameter (laid out later, by rules)."""
+  return {"out_sharding": names, "eager_sharding": False}
+
+
+def param(value: jax.Array, *names: str) -> nnx.Param:
+  """A parameter with logical axis names."""
+  return nnx.Param(value, **axes(*names))
+
+
+def linear(
+  d_in: int,
+  d_out: int,
+  *,
+  names: tuple[str, str],
+  bias: bool,
+  rngs: nnx.Rngs,
+  dtype=None,
+  param_dtype=jnp.float32,
+):
+  """A dense layer whose kernel is (in, out), named `names`; the PyTorch weight is its transpose."""
+  return nnx.Linear(
+    d_in,
+    d_out,
+    use_bias=bias,
+    dtype=dtype,
+    param_dtype=param_dtype,
+    rngs=rngs,
+    kernel_metadata=axes(*names),
+    bias_metadata=axes(names[1]),
+  )
+
+
+def embed(num: int, dim: int, *, names: tuple[str, str], rngs: nnx.Rngs, dtype=None, param_dtype=jnp.float32):
+  """An embedding table (num, dim) named `names`."""
+  return nnx.Embed(num, dim, dtype=dtype, param_dtype=param_dtype, rngs=rngs, embedding_metadata=axes(*names))
 
 
 class Conv(nnx.Conv):
@@ -42,7 +102,7 @@ class Conv(nnx.Conv):
   def __call__(self, x):
     explicit = isinstance(self.padding, (tuple, list)) and all(isinstance(p, (tuple, list)) for p in self.padding)
     dilated = self.kernel_dilation not in (1, (1, 1)) or self.input_dilation not in (1, (1, 1))
-    if jax.default_backend() != "cpu" or not explicit or dilated:
+    if target_platform() != "cpu" or not explicit or dilated:
       return super().__call__(x)
     kh, kw = self.kernel_size
     sh, sw = (self.strides, self.strides) if isinstance(self.strides, int) else self.strides
@@ -70,6 +130,7 @@ def conv(
   kernel: int,
   *,
   rngs: nnx.Rngs,
+  names: tuple[str, str] = ("conv_in", "conv_out"),
   stride: int = 1,
   padding=0,
   groups: int = 1,
@@ -77,7 +138,7 @@ def conv(
   dtype=None,
   param_dtype=jnp.float32,
 ):
-  """An NHWC convolution with PyTorch's explicit symmetric padding."""
+  """An NHWC convolution with PyTorch's explicit symmetric padding; `names` name its in and out channels."""
   pad = ((padding, padding), (padding, padding)) if isinstance(padding, int) else padding
   return Conv(
     c_in,
@@ -90,13 +151,22 @@ def conv(
     dtype=dtype,
     param_dtype=param_dtype,
     rngs=rngs,
+    kernel_metadata=axes("window", "window", *names),
+    bias_metadata=axes(names[1]),
   )
 
 
 def rms_norm(dim: int, eps: float, affine: bool = True, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
   """diffusers' RMSNorm: x / sqrt(mean(x^2) + eps) * weight, statistics in fp32."""
   return nnx.RMSNorm(
-    dim, epsilon=eps, use_scale=affine, use_fast_variance=False, dtype=jnp.float32, param_dtype=param_dtype, rngs=rngs
+    dim,
+    epsilon=eps,
+    use_scale=affine,
+    use_fast_variance=False,
+    dtype=jnp.float32,
+    param_dtype=param_dtype,
+    rngs=rngs,
+    scale_metadata=axes("norm"),
   )
 
 
@@ -113,6 +183,8 @@ def layer_norm(
     dtype=jnp.float32,
     param_dtype=param_dtype,
     rngs=rngs,
+    scale_metadata=axes("norm"),
+    bias_metadata=axes("norm"),
   )
 
 
@@ -126,6 +198,8 @@ def group_norm(channels: int, groups: int, eps: float, *, rngs: nnx.Rngs, param_
     dtype=jnp.float32,
     param_dtype=param_dtype,
     rngs=rngs,
+    scale_metadata=axes("norm"),
+    bias_metadata=axes("norm"),
   )
 
 
@@ -168,7 +242,7 @@ def attention(q_BLNH, k_BTNH, v_BTNH, mask_BQK=None):
   about 50 (measured; docs/performance.md). Elsewhere jax.nn.dot_product_attention,
   which can dispatch to fused kernels.
   """
-  if jax.default_backend() != "cpu":
+  if target_platform() != "cpu":
     return jax.nn.dot_product_attention(q_BLNH, k_BTNH, v_BTNH, mask=None if mask_BQK is None else mask_BQK[:, None])
   q, k, v = (jnp.swapaxes(t, 1, 2) for t in (q_BLNH, k_BTNH, v_BTNH))  # B N L H
   scores = jnp.matmul(q, jnp.swapaxes(k, -1, -2)).astype(jnp.float32) * (q.shape[-1] ** -0.5)
@@ -198,10 +272,10 @@ class Attention(nnx.Module):
     context_dim = dim if context_dim is None else context_dim
     kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
     self.heads, self.head_dim = heads, head_dim
-    self.to_q = linear(dim, inner, bias=bias, **kw)
-    self.to_k = linear(context_dim, inner, bias=bias, **kw)
-    self.to_v = linear(context_dim, inner, bias=bias, **kw)
-    self.to_out = nnx.List([linear(inner, dim, bias=out_bias, **kw)])
+    self.to_q = linear(dim, inner, names=("embed", "heads"), bias=bias, **kw)
+    self.to_k = linear(context_dim, inner, names=("embed", "heads"), bias=bias, **kw)
+    self.to_v = linear(context_dim, inner, names=("embed", "heads"), bias=bias, **kw)
+    self.to_out = nnx.List([linear(inner, dim, names=("heads", "embed"), bias=out_bias, **kw)])
 
   def __call__(self, x_BLD: jax.Array, context_BTD: jax.Array | None = None, lora=None, adapter_ids_B=None):
     """Attention output; `lora` (a LoRASite) adds low-rank q/k/v deltas for the examples it selects."""
@@ -221,7 +295,9 @@ class GEGLU(nnx.Module):
   """Gated GELU input projection: value * gelu(gate)."""
 
   def __init__(self, dim: int, inner: int, *, bias: bool, rngs: nnx.Rngs, dtype=None, param_dtype=jnp.float32):
-    self.proj = linear(dim, 2 * inner, bias=bias, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+    self.proj = linear(
+      dim, 2 * inner, names=("embed", "mlp"), bias=bias, rngs=rngs, dtype=dtype, param_dtype=param_dtype
+    )
 
   def __call__(self, x):
     value, gate = jnp.split(self.proj(x), 2, axis=-1)
@@ -235,7 +311,13 @@ class FeedForward(nnx.Module):
     self, dim: int, inner: int, *, bias: bool, dropout: float = 0.0, rngs: nnx.Rngs, dtype=None, param_dtype=jnp.float32
   ):
     kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-    self.net = nnx.List([GEGLU(dim, inner, bias=bias, **kw), nnx.Dropout(dropout), linear(inner, dim, bias=bias, **kw)])
+    self.net = nnx.List(
+      [
+        GEGLU(dim, inner, bias=bias, **kw),
+        nnx.Dropout(dropout),
+        linear(inner, dim, names=("mlp", "embed"), bias=bias, **kw),
+      ]
+    )
 
   def __call__(self, x):
     for layer in self.net:
@@ -259,7 +341,9 @@ class AdaLayerNormContinuous(nnx.Module):
     dtype=None,
     param_dtype=jnp.float32,
   ):
-    self.linear = linear(cond_dim, 2 * dim, bias=bias, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+    self.linear = linear(
+      cond_dim, 2 * dim, names=("embed", "mlp"), bias=bias, rngs=rngs, dtype=dtype, param_dtype=param_dtype
+    )
     if kind == "rms_norm":
       self.norm = rms_norm(dim, eps, affine, rngs=rngs, param_dtype=param_dtype)
     elif kind == "layer_norm":

@@ -68,3 +68,21 @@ CLIP_L14_TEXT = CLIPConfig(
   ),
   projection_dim=768,
 )
+
+# The paper's Muse-3B size in aMUSEd's layout (an estimate for memory planning; no such weights are published):
+# 48 transformer layers of width 2048 (32 heads of 64), conv blocks of 1536, text states of T5-XXL's width 4096,
+# 16x16 tokens of an 8192-code VQ. Its round-1 adapter has 229,760 weights, the paper's 0.23M.
+MUSE_3B_TRANSFORMER = UVitConfig(
+  **{
+    **AMUSED_256_TRANSFORMER.__dict__,
+    "hidden_size": 2048,
+    "num_hidden_layers": 48,
+    "num_attention_heads": 32,
+    "intermediate_size": 5632,
+    "block_out_channels": 1536,
+    "block_num_heads": 24,
+    "in_channels": 1024,
+    "encoder_hidden_size": 4096,
+    "cond_embed_dim": 4096,
+  }
+)

@@ -19,8 +19,10 @@ from muse_styledrop.models.layers import (
   Attention,
   FeedForward,
   conv,
+  embed,
   gelu,
   linear,
+  param,
   rms_norm,
   sinusoidal_embedding,
 )
@@ -78,7 +80,7 @@ class ConvEmbed(nnx.Module):
     dtype=None,
     param_dtype=jnp.float32,
   ):
-    self.embeddings = nnx.Embed(vocab, c_in, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.embeddings = embed(vocab, c_in, names=("vocab", "embed"), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.layer_norm = rms_norm(c_in, eps, affine, rngs=rngs, param_dtype=param_dtype)
     self.conv = conv(c_in, c_out, 1, bias=bias, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
 
@@ -90,8 +92,8 @@ class GlobalResponseNorm(nnx.Module):
   """ConvNeXt-v2 GRN over NHWC: gamma * (x * nx) + beta + x."""
 
   def __init__(self, dim: int, param_dtype=jnp.float32):
-    self.gamma = nnx.Param(jnp.zeros((1, 1, 1, dim), param_dtype))
-    self.beta = nnx.Param(jnp.zeros((1, 1, 1, dim), param_dtype))
+    self.gamma = param(jnp.zeros((1, 1, 1, dim), param_dtype), "norm", "norm", "norm", "norm")
+    self.beta = param(jnp.zeros((1, 1, 1, dim), param_dtype), "norm", "norm", "norm", "norm")
 
   def __call__(self, x_BHWC):
     gx = jnp.sqrt(jnp.sum(jnp.square(x_BHWC.astype(jnp.float32)), axis=(1, 2), keepdims=True))
@@ -120,11 +122,11 @@ class ConvNextBlock(nnx.Module):
     inner = channels * ffn_factor
     self.depthwise = conv(channels, channels, 3, padding=1, groups=channels, bias=bias, **kw)
     self.norm = rms_norm(channels, eps, affine, rngs=rngs, param_dtype=param_dtype)
-    self.channelwise_linear_1 = linear(channels, inner, bias=bias, **kw)
+    self.channelwise_linear_1 = linear(channels, inner, names=("embed", "mlp"), bias=bias, **kw)
     self.channelwise_norm = GlobalResponseNorm(inner, param_dtype)
-    self.channelwise_linear_2 = linear(inner, channels, bias=bias, **kw)
+    self.channelwise_linear_2 = linear(inner, channels, names=("mlp", "embed"), bias=bias, **kw)
     self.channelwise_dropout = nnx.Dropout(dropout)
-    self.cond_embeds_mapper = linear(cond_dim, 2 * channels, bias=bias, **kw)
+    self.cond_embeds_mapper = linear(cond_dim, 2 * channels, names=("embed", "mlp"), bias=bias, **kw)
 
   def __call__(self, x_BHWC, cond_BD):
     h = self.norm(self.depthwise(x_BHWC)).astype(x_BHWC.dtype)
@@ -143,7 +145,9 @@ class SkipFFTransformerBlock(nnx.Module):
     self, channels: int, heads: int, text_dim: int, *, bias: bool, rngs: nnx.Rngs, dtype=None, param_dtype=jnp.float32
   ):
     kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-    self.kv_mapper = linear(text_dim, channels, bias=bias, **kw) if text_dim != channels else None
+    self.kv_mapper = (
+      linear(text_dim, channels, names=("embed", "embed"), bias=bias, **kw) if text_dim != channels else None
+    )
     self.norm1 = rms_norm(channels, 1e-6, rngs=rngs, param_dtype=param_dtype)
     self.attn1 = Attention(channels, heads, channels // heads, context_dim=channels, bias=bias, out_bias=bias, **kw)
     self.norm2 = rms_norm(channels, 1e-6, rngs=rngs, param_dtype=param_dtype)
@@ -184,8 +188,9 @@ class ConvTranspose2x2(nnx.Module):
 
   def __init__(self, c_in: int, c_out: int, *, bias: bool, rngs: nnx.Rngs, param_dtype=jnp.float32):
     bound = (c_out * 4) ** -0.5
-    self.weight = nnx.Param(jax.random.uniform(rngs.params(), (c_in, c_out, 2, 2), param_dtype, -bound, bound))
-    self.bias = nnx.Param(jnp.zeros((c_out,), param_dtype)) if bias else None
+    weight = jax.random.uniform(rngs.params(), (c_in, c_out, 2, 2), param_dtype, -bound, bound)
+    self.weight = param(weight, "conv_in", "conv_out", "window", "window")
+    self.bias = param(jnp.zeros((c_out,), param_dtype), "conv_out") if bias else None
 
   def __call__(self, x_BHWC):
     b, h, w, _ = x_BHWC.shape
@@ -305,8 +310,8 @@ class TimestepEmbedding(nnx.Module):
 
   def __init__(self, d_in: int, d_out: int, *, bias: bool, rngs: nnx.Rngs, dtype=None, param_dtype=jnp.float32):
     kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-    self.linear_1 = linear(d_in, d_out, bias=bias, **kw)
-    self.linear_2 = linear(d_out, d_out, bias=bias, **kw)
+    self.linear_1 = linear(d_in, d_out, names=("embed", "mlp"), bias=bias, **kw)
+    self.linear_2 = linear(d_out, d_out, names=("mlp", "embed"), bias=bias, **kw)
 
   def __call__(self, x):
     return self.linear_2(jax.nn.silu(self.linear_1(x)))
@@ -331,7 +336,9 @@ class ConvMlmLayer(nnx.Module):
     kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
     self.conv1 = conv(c_block, c_in, 1, bias=bias, **kw)
     self.layer_norm = rms_norm(c_in, eps, affine, rngs=rngs, param_dtype=param_dtype)
-    self.conv2 = conv(c_in, codebook, 1, bias=bias, **kw)
+    self.conv2 = conv(
+      c_in, codebook, 1, names=("embed", "vocab"), bias=bias, **{**kw, "dtype": jnp.float32}
+    )  # fp32 logits
 
   def __call__(self, x_BHWC):
     h = self.conv1(x_BHWC)
@@ -345,7 +352,7 @@ class UVit2DModel(nnx.Module):
     c = self.config = config
     kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
     norm_kw = dict(eps=c.layer_norm_eps, affine=c.ln_elementwise_affine)
-    self.encoder_proj = linear(c.encoder_hidden_size, c.hidden_size, bias=c.use_bias, **kw)
+    self.encoder_proj = linear(c.encoder_hidden_size, c.hidden_size, names=("embed", "embed"), bias=c.use_bias, **kw)
     self.encoder_proj_layer_norm = rms_norm(c.hidden_size, **norm_kw, rngs=rngs, param_dtype=param_dtype)
     self.embed = ConvEmbed(c.vocab_size, c.in_channels, c.block_out_channels, **norm_kw, bias=c.use_bias, **kw)
     self.cond_embed = TimestepEmbedding(c.micro_cond_embed_dim + c.cond_embed_dim, c.hidden_size, bias=c.use_bias, **kw)
@@ -354,13 +361,15 @@ class UVit2DModel(nnx.Module):
       c.block_out_channels, c.num_res_blocks, c.hidden_size, downsample=c.downsample, upsample=False, **block_kw
     )
     self.project_to_hidden_norm = rms_norm(c.block_out_channels, **norm_kw, rngs=rngs, param_dtype=param_dtype)
-    self.project_to_hidden = linear(c.block_out_channels, c.hidden_size, bias=c.use_bias, **kw)
+    self.project_to_hidden = linear(
+      c.block_out_channels, c.hidden_size, names=("embed", "embed"), bias=c.use_bias, **kw
+    )
     if c.position_embedding_grid:
       h, w = c.position_embedding_grid
       # Unit scale, like the features it is added to (an RMS-normed vector through a fan-in-scaled linear): at
       # ViT's 0.02 it was ~35x smaller than them and stayed negligible (docs/research/blob_bases.md).
       init = nnx.initializers.truncated_normal(1.0)
-      self.position_embedding = nnx.Param(init(rngs.params(), (h * w, c.hidden_size), param_dtype))
+      self.position_embedding = param(init(rngs.params(), (h * w, c.hidden_size), param_dtype), "position", "embed")
     else:
       self.position_embedding = None
     self.transformer_layers = nnx.List(
@@ -378,7 +387,9 @@ class UVit2DModel(nnx.Module):
       ]
     )
     self.project_from_hidden_norm = rms_norm(c.hidden_size, **norm_kw, rngs=rngs, param_dtype=param_dtype)
-    self.project_from_hidden = linear(c.hidden_size, c.block_out_channels, bias=c.use_bias, **kw)
+    self.project_from_hidden = linear(
+      c.hidden_size, c.block_out_channels, names=("embed", "embed"), bias=c.use_bias, **kw
+    )
     self.up_block = UVitBlock(
       c.block_out_channels, c.num_res_blocks, c.hidden_size, downsample=False, upsample=c.upsample, **block_kw
     )

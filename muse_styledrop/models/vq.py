@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from muse_styledrop.models.layers import conv, group_norm
+from muse_styledrop.models.layers import axes, conv, group_norm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,7 +192,12 @@ class VectorQuantizer(nnx.Module):
   def __init__(self, n_codes: int, dim: int, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
     init = nnx.initializers.uniform(2.0 / n_codes)
     self.embedding = nnx.Embed(
-      n_codes, dim, embedding_init=lambda k, s, d: init(k, s, d) - 1.0 / n_codes, param_dtype=param_dtype, rngs=rngs
+      n_codes,
+      dim,
+      embedding_init=lambda k, s, d: init(k, s, d) - 1.0 / n_codes,
+      param_dtype=param_dtype,
+      rngs=rngs,
+      embedding_metadata=axes("codebook", "embed"),
     )
 
   def nearest(self, z_BHWD):
