@@ -43,6 +43,7 @@ def define_flags() -> None:
   flags.DEFINE_string("model", "amused-256", f"{', '.join(MODELS)}, or an aMUSEd-layout model directory.")
   flags.DEFINE_string("topology", "v5e-8", f"One of {', '.join(topologies.TABLE)}.")
   flags.DEFINE_integer("sample_batch", 16, "Pictures per sampler call.")
+  flags.DEFINE_float("hbm_gib", 0, "Memory per chip to check against, in GiB; 0: the topology's own.")
 
 
 def transformer_config(model: str) -> UVitConfig:
@@ -175,9 +176,11 @@ def compile_sampler(model, c: UVitConfig, config, mesh, rules, batch: int):
   ).compile()
 
 
-def check(config, model_name: str, topology_name: str, sample_batch: int) -> bool:
+def check(config, model_name: str, topology_name: str, sample_batch: int, hbm_gib: float = 0) -> bool:
   """Print the per-device memory of the step and the sampler on the topology; True when both fit."""
   topology = topologies.lookup(topology_name)
+  if hbm_gib:
+    topology = dataclasses.replace(topology, hbm_gib=hbm_gib)
   devices, exact = target_devices(topology)
   platform = devices[0].platform
   mesh = sharding.make_mesh(config.mesh.to_dict(), devices)
@@ -211,7 +214,7 @@ def check(config, model_name: str, topology_name: str, sample_batch: int) -> boo
 def main(argv):
   del argv
   f = flags.FLAGS
-  sys.exit(0 if check(f.config, f.model, f.topology, f.sample_batch) else 1)
+  sys.exit(0 if check(f.config, f.model, f.topology, f.sample_batch, f.hbm_gib) else 1)
 
 
 def entry():

@@ -96,9 +96,12 @@ class Pipeline:
   _prompt_cache: dict = dataclasses.field(default_factory=dict, repr=False)
 
   def __post_init__(self):
-    self._encode_text = frozen_jit(_text_fn, self.text_encoder)
-    self._vq_encode = frozen_jit(lambda vq, images: vq.encode(images), self.vqvae)
-    self._vq_decode = frozen_jit(lambda vq, tokens: vq.decode(tokens).astype(jnp.float32), self.vqvae)
+    # On a mesh, results come back whole on every device, so every process of a multi-host run can read them.
+    whole = None if self.mesh is None else sharding.replicated(self.mesh)
+    self._encode_text = frozen_jit(_text_fn, self.text_encoder, whole)
+    self._vq_encode = frozen_jit(lambda vq, images: vq.encode(images), self.vqvae, whole)
+    self._vq_decode = frozen_jit(lambda vq, tokens: vq.decode(tokens).astype(jnp.float32), self.vqvae, whole)
+    self._gather = (lambda x: x) if whole is None else jax.jit(lambda x: x, out_shardings=whole)
     self._sampler = None
 
   @classmethod
@@ -218,7 +221,7 @@ class Pipeline:
         start_step=first,
         state=state,
       )
-      out.append(tokens[: len(chunk)])
+      out.append(self._gather(tokens)[: len(chunk)])
     return jnp.concatenate(out)
 
   def _spread(self, passes: sampling.Passes, keys_B, init_BHW):

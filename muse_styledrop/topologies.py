@@ -1,6 +1,8 @@
 """The accelerator slices the launchers and the ahead-of-time check know: chips, hosts, memory per chip.
 
-`python -m muse_styledrop.topologies [NAME]` prints the table, or one row as shell variables for launch/.
+`python -m muse_styledrop.topologies [NAME [-- COMMAND]]` prints the table, or one row as shell variables for
+launch/ (with the mesh COMMAND would build on it). This file imports nothing of the package, so the launchers
+run it on a machine where the project is only checked out.
 """
 
 from __future__ import annotations
@@ -43,7 +45,28 @@ def lookup(name: str) -> Topology:
   return found
 
 
+MESH_AXES = ("data", "fsdp", "model")
+DEFAULT_MESH = {"data": -1, "fsdp": 1, "model": 1}  # the shipped configs' config.mesh
+
+
+def mesh_for(devices: int, command: list[str]) -> dict[str, int]:
+  """The mesh a command's `--config.mesh.AXIS=N` overrides (over the shipped default) give on `devices`."""
+  sizes = dict(DEFAULT_MESH)
+  for arg in command:
+    for axis in MESH_AXES:
+      if arg.startswith(f"--config.mesh.{axis}="):
+        sizes[axis] = int(arg.split("=", 1)[1])
+  known = 1
+  for axis in MESH_AXES:
+    known *= sizes[axis] if sizes[axis] != -1 else 1
+  if -1 in sizes.values():
+    sizes[next(a for a in MESH_AXES if sizes[a] == -1)] = devices // known
+  return sizes
+
+
 def main(argv: list[str]) -> int:
+  command = argv[argv.index("--") + 1 :] if "--" in argv else []
+  argv = argv[: argv.index("--")] if "--" in argv else argv
   if len(argv) > 1:
     try:
       t = lookup(argv[1])
@@ -52,6 +75,8 @@ def main(argv: list[str]) -> int:
       return 2
     for field in dataclasses.fields(t):
       print(f"{field.name.upper()}={getattr(t, field.name)}")
+    mesh = mesh_for(t.chips, command)
+    print("MESH=" + ",".join(f"{a}={mesh[a]}" for a in MESH_AXES))
     return 0
   print(f"{'name':8} {'accelerator type':17} {'topology':10} {'chips':>5} {'hosts':>5} {'HBM/chip':>9}")
   for t in TABLE.values():

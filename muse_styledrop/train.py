@@ -23,7 +23,7 @@ import ml_collections
 import optax
 from flax import nnx
 
-from muse_styledrop import checkpointing, data, evaluators, files, images, loop, sharding, weights
+from muse_styledrop import checkpointing, data, distributed, evaluators, files, images, loop, sharding, weights
 from muse_styledrop.losses import masked_loss
 from muse_styledrop.models.adapters import AdapterConfig, AdapterParam
 from muse_styledrop.optim import make_optimizer
@@ -256,7 +256,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   def sample_now(step, state):
     if config.sample.every and step % config.sample.every == 0:
       grid = images.grid(draw(state), columns=len(config.sample.prompts))
-      images.save_png(grid, workdir / "samples" / f"step_{step:06d}.png")
+      if distributed.is_writer():
+        images.save_png(grid, workdir / "samples" / f"step_{step:06d}.png")
 
   every = config.checkpoint.every
   state, step, last, seconds = loop.run(
@@ -286,11 +287,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   for result in results.values():
     summary.update(result.metrics)
   bands = [band for result in results.values() for band in result.bands]
+  pictures = None if bands else draw(state)  # every process draws (the weights span them); process 0 writes
+  if not distributed.is_writer():
+    return summary
   if bands:
     images.save_png(images.titled_bands(bands, columns=min(8, max(len(p) for _, p in bands))), workdir / "samples.png")
     files.write_json({k: v for r in results.values() for k, v in r.record.items()}, workdir / "evaluation.json")
   else:
-    images.save_png(images.grid(draw(state), columns=len(config.sample.prompts)), workdir / "samples.png")
+    images.save_png(images.grid(pictures, columns=len(config.sample.prompts)), workdir / "samples.png")
   if use_adapter:
     final = nnx.state(nnx.merge(graphdef, state["trainable"], frozen), AdapterParam)
     st, _ = weights.write_adapter(final, {**meta, "step": step}, workdir / "adapter")
@@ -304,11 +308,11 @@ def main(argv):
 
   del argv
   config = flags.FLAGS.config
-  if config.distributed:
-    jax.distributed.initialize()  # multi-host (TPU pod, multi-node GPU): each process sees the global mesh
+  distributed.initialize(**config.distributed.to_dict())  # multi-host: each process then sees the global mesh
   workdir = flags.FLAGS.workdir or str(Path("runs") / config.name)
   summary = train_and_evaluate(config, workdir)
-  print(json.dumps(summary, indent=2))
+  if distributed.is_writer():
+    print(json.dumps(summary, indent=2))
 
 
 def entry():

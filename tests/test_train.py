@@ -228,6 +228,47 @@ def test_killed_run_resumes_to_the_same_adapter(amused_dir, style_image, trained
     np.testing.assert_allclose(b[k], a[k], rtol=1e-6, atol=1e-7)
 
 
+def test_two_processes_train_the_adapter_of_one_and_only_process_0_writes(
+  amused_dir, style_image, trained, tmp_path, capsys
+):
+  """launch/local.py: 2 processes x 2 fake devices on a data 2 x fsdp 2 mesh; then one process resumes the run."""
+  c, _, one_dir = trained
+  config = tmp_path / "tiny.py"
+  config.write_text(
+    "from muse_styledrop.configs import style_one_shot\n\n\ndef get_config(arg=None):\n"
+    '  c = style_one_shot.get_config("runlocal")\n'
+    + "".join(
+      f"  c.{k} = {v!r}\n"
+      for k, v in dict(
+        base_model=str(amused_dir), style_images=str(style_image), content_prompts="a house", evals={}, **RUN
+      ).items()
+    )
+    + f"  c.checkpoint.use_async = False\n  c.optimizer.learning_rate = {c.optimizer.learning_rate!r}\n"
+    + f"  c.sample.prompts, c.sample.seed = {list(c.sample.prompts)!r}, {c.sample.seed}\n  return c\n"
+  )
+  workdir = tmp_path / "two"
+  launcher = [sys.executable, str(Path(__file__).parent.parent / "launch" / "local.py"), "--num_processes=2"]
+  launcher += ["--devices_per_process=2", f"--log_dir={tmp_path / 'logs'}", "--", sys.executable, "-m"]
+  command = ["muse_styledrop.train", f"--config={config}", "--config.mesh.data=2", "--config.mesh.fsdp=2"]
+  out = subprocess.run([*launcher, *command, f"--workdir={workdir}"], capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "process 1 of 2: 2 of 4 devices" in (tmp_path / "logs" / "process_1.log").read_text()
+  a, _ = weights.read_adapter(one_dir)
+  b, meta = weights.read_adapter(workdir)
+  for k in a:
+    np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-6)
+  # One writer: metrics.jsonl is appended to, so two writers would have left 8 lines for the 4 calls.
+  assert len((workdir / "metrics.jsonl").read_text().splitlines()) == RUN["steps"] // RUN["steps_per_call"]
+  assert '"adapter_bytes"' not in (tmp_path / "logs" / "process_1.log").read_text()
+  assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["10", "20"]
+  # The checkpoint that two processes saved resumes in this one, on one device.
+  more = config_for(amused_dir, style_image, **{**RUN, "steps": RUN["steps"] + RUN["steps_per_call"]})
+  summary = train.train_and_evaluate(more, workdir)
+  assert f"resumed from {workdir / 'checkpoints' / '20'}" in capsys.readouterr().out
+  assert summary["steps"] == RUN["steps"] + RUN["steps_per_call"]
+  assert weights.read_adapter(workdir)[1]["step"] == summary["steps"]
+
+
 def test_sample_draws_what_training_drew_with_the_settings_it_recorded(amused_dir, trained, tmp_path):
   c, _, run = trained
   _, meta = weights.read_adapter(run)

@@ -61,7 +61,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.mesh = dict(data=-1, fsdp=1, model=1)  # device mesh axis sizes; -1: the devices left (docs/scale.md)
   c.sharding = dict(rules=sharding_rules())
   c.dtype = "auto"  # the base's weights and activations: 'auto' (bf16 on TPU/GPU, fp32 on CPU), 'float32', 'bfloat16'
-  c.distributed = False  # True on a multi-host pod: jax.distributed.initialize() first
+  # Multi-host: on with enabled=True (a TPU VM slice finds its peers) or when JAX_COORDINATOR_ADDRESS is set
+  # (launch/local.py, launch/gpu_multinode.sh); empty / 0 / -1 fields come from the environment (docs/scale.md).
+  c.distributed = dict(enabled=False, coordinator_address="", num_processes=0, process_id=-1)
   c.checkpoint = dict(every=100, use_async=True)
   # Evaluators run after training (muse_styledrop/evaluators). On the embedded base the oracle grades new prompts.
   c.evals = dict(shapes_oracle=dict(prompts=24, seed=1234, style="", oracle_dir="", reference=""))
