@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
+from pathlib import Path
 
 from absl import app, logging
 
@@ -20,6 +22,17 @@ def fail(message: str) -> None:
   sys.exit(2)
 
 
+def use_compilation_cache() -> None:
+  """Keep compiled programs on disk (MUSE_STYLEDROP_XLA_CACHE, default ~/.cache/muse_styledrop/xla; empty: off),
+  so the second run of a command starts without compiling again."""
+  import jax  # noqa: PLC0415
+
+  path = os.environ.get("MUSE_STYLEDROP_XLA_CACHE", str(Path.home() / ".cache" / "muse_styledrop" / "xla"))
+  if path:
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
 def run_main(main) -> None:
   """absl's app.run, with user errors reported as `error: <message>` and exit code 2 instead of a traceback."""
   started = False
@@ -29,6 +42,7 @@ def run_main(main) -> None:
     started = True
     if not any(a.startswith(("--verbosity", "-v=")) for a in sys.argv):
       logging.set_verbosity(logging.WARNING)  # library INFO lines (Orbax, XLA) would bury the progress bar
+    use_compilation_cache()
     try:
       return main(argv)
     except USER_ERRORS as e:

@@ -83,24 +83,25 @@ def weight_files(folder: Path, stem: str, variant: str | None = None) -> list[Pa
 class TensorFiles(Mapping):
   """The tensors of safetensors files by key, each read (as numpy, in its stored dtype) only when asked for.
 
-  A value is (array, the file it came from). Nothing is placed on a device
-  here: the caller decides where each tensor, or each slice of it, goes.
+  A value is (array, the file it came from). Each read opens the file's memory map and closes it again, so the
+  pages of tensors already read do not stay resident: loading holds the weights it keeps and one tensor more.
+  Nothing is placed on a device here; the caller decides where each tensor, or each slice of it, goes.
   """
 
   def __init__(self, paths: list[Path]):
     self._where = {}
     for f in paths:
       try:
-        handle = safe_open(str(f), framework="numpy")
-        for key in handle.keys():
-          self._where[key] = (handle, f)
+        with safe_open(str(f), framework="numpy") as handle:
+          self._where.update(dict.fromkeys(handle.keys(), f))
       except (SafetensorError, OSError, ValueError) as e:
         raise WeightsError(f"{f} is not a readable safetensors file ({e}); re-download it") from e
 
   def __getitem__(self, key: str) -> tuple[np.ndarray, Path]:
-    handle, f = self._where[key]
+    f = self._where[key]
     try:
-      return handle.get_tensor(key), f
+      with safe_open(str(f), framework="numpy") as handle:
+        return handle.get_tensor(key), f
     except (SafetensorError, OSError, ValueError) as e:
       raise WeightsError(f"{f}: tensor {key!r} cannot be read ({e}); re-download the file") from e
 

@@ -285,7 +285,7 @@ def test_uvit_warm_start_keeps_a_new_position_embedding_and_token_cache_follows_
   np.testing.assert_array_equal(again.ids, first.ids)
   with pytest.raises(FileNotFoundError, match="missing.npz does not exist and .*tokens.npz is not there yet"):
     UVitObjective(c, tmp_path / "fresh")
-  other = weights.load_vqvae(EMBEDDED_BASE / "vqvae", param_dtype=jnp.float16)
+  other = weights.load_vqvae(EMBEDDED_BASE / "vqvae", dtype=jnp.float16)
   other.decoder.conv_out.bias.set_value(other.decoder.conv_out.bias[...] + 1)  # another decoder: the same tokens
   weights.save_vqvae(other, tmp_path / "other_vq")
   c.vq_dir = str(tmp_path / "other_vq")

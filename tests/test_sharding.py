@@ -22,6 +22,9 @@ def abstract(build):
 
 
 def uvit_with(adapter: AdapterConfig, **changes):
+  """aMUSEd-256's layers at full width (two of them: names do not depend on depth), with an adapter bank."""
+  changes = {"num_hidden_layers": 2, **changes}
+
   def build():
     model = UVit2DModel(UVitConfig(**{**presets.AMUSED_256_TRANSFORMER.__dict__, **changes}), rngs=nnx.Rngs(0))
     model.attach_adapters(adapter, nnx.Rngs(1))
