@@ -33,5 +33,7 @@ setup(
         "test": ["pytest>=8", "pytest-xdist>=3", "torch==2.13.0", "diffusers>=0.32", "ruff>=0.6"],
         "bench": ["peft>=0.13"],  # diffusers' LoRA recipe in benchmarks/train_step.py
         "tfds": ["tensorflow-datasets"],
+        # libtpu: runs on a TPU VM, and lets `python -m muse_styledrop.aot` compile for TPU slices on any machine
+        "tpu": ["jax[tpu]"],
     },
 )

@@ -10,11 +10,20 @@ from pathlib import Path
 from absl import app, logging
 
 from muse_styledrop.checkpointing import CheckpointMismatch
+from muse_styledrop.distributed import DistributedError
 from muse_styledrop.images import ImageError
 from muse_styledrop.pipeline import ModelDirectoryError
 from muse_styledrop.weights import WeightsError
 
-USER_ERRORS = (ModelDirectoryError, WeightsError, ImageError, CheckpointMismatch, FileNotFoundError, ValueError)
+USER_ERRORS = (
+  ModelDirectoryError,
+  WeightsError,
+  ImageError,
+  CheckpointMismatch,
+  DistributedError,
+  FileNotFoundError,
+  ValueError,
+)
 
 
 def fail(message: str) -> None:

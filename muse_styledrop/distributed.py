@@ -32,7 +32,8 @@ def initialize(enabled: bool, coordinator_address: str, num_processes: int, proc
   except Exception as e:  # noqa: BLE001  jax raises several kinds; the user needs one message
     raise DistributedError(
       f"could not start JAX's distributed runtime (coordinator {address or 'auto'}, {num or 'auto'} processes, "
-      f"this one {pid if pid is not None else 'auto'}): {e}. On a TPU VM it starts by itself; elsewhere set "
+      f"this one {pid if pid is not None else 'auto'}): {str(e).rstrip('.')}. On a TPU VM it starts by itself; "
+      "elsewhere set "
       "config.distributed.coordinator_address, num_processes and process_id, or launch with launch/local.py "
       "or launch/gpu_multinode.sh"
     ) from e

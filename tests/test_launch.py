@@ -99,3 +99,20 @@ def test_local_dry_run_prints_each_process_and_its_environment(stubs, tmp_path):
     assert f"process {i}: JAX_COORDINATOR_ADDRESS=127.0.0.1:" in out and f"JAX_PROCESS_ID={i}" in out
   assert out.count("--xla_force_host_platform_device_count=2") == 3
   assert not logs.exists()  # nothing ran
+
+
+def test_a_distributed_runtime_that_cannot_start_is_one_line_and_exit_2(tmp_path):
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "SLURM_", "MUSE_"))}
+  cmd = [sys.executable, "-m", "muse_styledrop.train", "--config=configs/style_one_shot.py:runlocal"]
+  out = subprocess.run(
+    [*cmd, "--config.distributed.enabled=True", f"--workdir={tmp_path / 'run'}"],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+  assert out.returncode == 2, out.stderr[-1500:]
+  last = out.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: could not start JAX's distributed runtime") and "launch/local.py" in last
+  assert not (tmp_path / "run").exists()
