@@ -4,8 +4,9 @@ r"""The per-device memory table of docs/scale.md: model x topology x (round 1, r
   python benchmarks/aot_table.py --out=docs/benchmarks/aot_table.json
 
 Each cell is `python -m muse_styledrop.aot --config=configs/style_one_shot.py:paper[,round2] --model=M
---topology=T --config.mesh.data=1 --config.mesh.fsdp=-1` (batch 8, sampler batch 16, bf16 on TPU), run in its
-own process. Without libtpu the numbers are fake-CPU estimates, and the JSON says so.
+--topology=T` with the topology's mesh below (batch 8, sampler batch 16, bf16 on TPU), run in its own process.
+A batch of 8 splits over at most 8 devices, so the 32-chip slice runs fsdp 8 x model 4 (tensor parallel).
+Without libtpu the numbers are fake-CPU estimates, and the JSON says so.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import sys
 from pathlib import Path
 
 MODELS = ("amused-256", "amused-512", "muse-3b")
-TOPOLOGIES = ("v5e-8", "v5e-32")
+TOPOLOGIES = {"v5e-8": dict(data=1, fsdp=8, model=1), "v5e-32": dict(data=1, fsdp=8, model=4)}
 ROUNDS = {"round 1": "paper", "round 2": "paper,round2"}
 
 
@@ -30,7 +31,8 @@ def measure(model: str, topology: str, variant: str) -> dict:
     f"--config=configs/style_one_shot.py:{variant}",
     f"--model={model}",
   ]
-  cmd += [f"--topology={topology}", "--config.mesh.data=1", "--config.mesh.fsdp=-1", "--sample_batch=16"]
+  cmd += [f"--topology={topology}", "--sample_batch=16"]
+  cmd += [f"--config.mesh.{axis}={size}" for axis, size in TOPOLOGIES[topology].items()]
   out = subprocess.run(cmd, capture_output=True, text=True)
   if out.returncode not in (0, 1):
     raise RuntimeError(out.stderr[-2000:])
@@ -60,8 +62,8 @@ def main():
         row = {"model": model, "topology": topology, "round": round_name, **measure(model, topology, variant)}
         print(json.dumps(row), flush=True)
         rows.append(row)
-  if a.out:
-    Path(a.out).write_text(json.dumps(rows, indent=2) + "\n")
+        if a.out:  # after every cell: a long run stopped early keeps what it measured
+          Path(a.out).write_text(json.dumps(rows, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -105,6 +105,9 @@ class TensorFiles(Mapping):
     except (SafetensorError, OSError, ValueError) as e:
       raise WeightsError(f"{f}: tensor {key!r} cannot be read ({e}); re-download the file") from e
 
+  def __contains__(self, key) -> bool:  # Mapping's default would read the tensor to answer
+    return key in self._where
+
   def __iter__(self):
     return iter(self._where)
 
