@@ -103,10 +103,16 @@ def test_rules_alone_give_tensor_parallel_and_replicated_adapters():
   assert sharding.spec(mesh, ("embed", "mlp"), (3, 4), RULES) == jax.sharding.PartitionSpec(None, "model")
 
 
-def test_weights_load_straight_into_their_shards_with_the_values_of_a_one_device_load(amused_dir):
+@pytest.fixture(scope="module")
+def pipelines(amused_dir):
+  """The tiny base on one device, and on a data 2 x fsdp 2 x model 2 mesh (shared: each compiles its own)."""
   mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "model": 2})
-  one = Pipeline.from_pretrained(amused_dir)
-  spread = Pipeline.from_pretrained(amused_dir, mesh=mesh, rules=RULES)
+  return Pipeline.from_pretrained(amused_dir), Pipeline.from_pretrained(amused_dir, mesh=mesh, rules=RULES)
+
+
+def test_weights_load_straight_into_their_shards_with_the_values_of_a_one_device_load(pipelines):
+  one, spread = pipelines
+  mesh = spread.mesh
   assert spread.fingerprint == one.fingerprint
   for module in ("transformer", "vqvae", "text_encoder"):
     a, b = nnx.state(getattr(one, module)), nnx.state(getattr(spread, module))
@@ -118,10 +124,8 @@ def test_weights_load_straight_into_their_shards_with_the_values_of_a_one_device
   assert len(sharded) > 10
 
 
-def test_the_sampler_on_a_mesh_gives_one_devices_logits_and_tokens(amused_dir):
-  mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "model": 2})
-  one = Pipeline.from_pretrained(amused_dir)
-  spread = Pipeline.from_pretrained(amused_dir, mesh=mesh, rules=RULES)
+def test_the_sampler_on_a_mesh_gives_one_devices_logits_and_tokens(pipelines):
+  one, spread = pipelines
   settings = sampling.SamplingSettings(
     steps=4, temperature=(1.0, 0.0), token_temperature=1.0, guidance_scale=2.0, lambda_a=1.0, lambda_b=2.0
   )
@@ -145,8 +149,8 @@ def test_the_sampler_on_a_mesh_gives_one_devices_logits_and_tokens(amused_dir):
 BF16_LOGITS_RTOL = 0.08
 
 
-def test_bf16_logits_are_fp32_logits_within_the_stated_tolerance(amused_dir):
-  fp32 = Pipeline.from_pretrained(amused_dir)
+def test_bf16_logits_are_fp32_logits_within_the_stated_tolerance(amused_dir, pipelines):
+  fp32 = pipelines[0]
   bf16 = Pipeline.from_pretrained(amused_dir, jnp.bfloat16)
   assert bf16.transformer.transformer_layers[0].attn1.to_q.kernel.dtype == jnp.bfloat16
   assert bf16.vqvae.encoder.conv_in.kernel.dtype == jnp.float32
