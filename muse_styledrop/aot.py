@@ -226,7 +226,8 @@ def entry():
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={most}"
   jax.config.update("jax_platforms", "cpu")
   define_flags()
-  run_config_main(main, "A configs/*.py file, optionally with ':variant[,variant...]'.")
+  # no compilation cache: these executables are for another machine and would only fill it
+  run_config_main(main, "A configs/*.py file, optionally with ':variant[,variant...]'.", compilation_cache=False)
 
 
 if __name__ == "__main__":

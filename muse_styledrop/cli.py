@@ -40,9 +40,10 @@ def use_compilation_cache() -> None:
   if path:
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    jax.config.update("jax_compilation_cache_max_size", 2 * 2**30)  # least recently used entries go first
 
 
-def run_main(main) -> None:
+def run_main(main, compilation_cache: bool = True) -> None:
   """absl's app.run, with user errors reported as `error: <message>` and exit code 2 instead of a traceback."""
   started = False
 
@@ -51,7 +52,8 @@ def run_main(main) -> None:
     started = True
     if not any(a.startswith(("--verbosity", "-v=")) for a in sys.argv):
       logging.set_verbosity(logging.WARNING)  # library INFO lines (Orbax, XLA) would bury the progress bar
-    use_compilation_cache()
+    if compilation_cache:
+      use_compilation_cache()
     try:
       return main(argv)
     except USER_ERRORS as e:
@@ -86,7 +88,7 @@ def run_main(main) -> None:
     fail(f"{message.strip()} (while reading the --config flags)")
 
 
-def run_config_main(main, config_help: str) -> None:
+def run_config_main(main, config_help: str, compilation_cache: bool = True) -> None:
   """`--config=FILE[:variant] [--config.key=value ...] [--workdir=DIR]`, then `main` under run_main."""
   from absl import flags  # noqa: PLC0415
   from ml_collections import config_flags  # noqa: PLC0415
@@ -98,4 +100,4 @@ def run_config_main(main, config_help: str) -> None:
   config_flags.DEFINE_config_file("config", None, config_help, lock_config=True)
   flags.DEFINE_string("workdir", "", "Run directory; default runs/<config name>.")
   flags.mark_flags_as_required(["config"])
-  run_main(main)
+  run_main(main, compilation_cache)

@@ -8,6 +8,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 # Eight fake CPU devices for the sharding tests. LLVM's optimisation level 0: the tests' models are tiny, so
 # compiling costs far more than running (the suite takes about 30% less time); subprocesses inherit it.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0")
+# The commands the tests run keep no compilation cache: each test compiles as a first run would, and nothing is
+# written to the user's ~/.cache.
+os.environ["MUSE_STYLEDROP_XLA_CACHE"] = ""
 
 
 @pytest.fixture(scope="session")
