@@ -6,7 +6,7 @@ dimensions (`muse_styledrop.models.layers.axes`: embed, heads, mlp, vocab, ...)
 and `config.sharding.rules` maps each name to mesh axes, as maxtext keeps
 them: embed -> fsdp shards every large weight over 'fsdp' (fully sharded
 data parallel), heads/mlp/vocab -> model splits attention and feed-forward
-widths over 'model' (tensor parallel), adapter -> None replicates the
+widths over 'model' (tensor parallel), adapter -> "" replicates the
 adapters and so their optimizer state. A dimension that the mesh axes do not
 divide, or whose axes an earlier dimension already took, stays whole. A batch
 splits as the 'batch' rule says. One device is the 1x1x1 case of the same code.
@@ -24,7 +24,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 AXES = ("data", "fsdp", "model")
-Rules = Mapping[str, "str | tuple[str, ...] | None"]
+Rules = Mapping[str, "str | tuple[str, ...]"]  # "" or None: whole on every device
 
 
 class ShardingError(ValueError):
@@ -72,7 +72,7 @@ def _mesh_axes(rules: Rules, name: str | None) -> tuple[str, ...]:
       f"--config.sharding.rules.{name}=fsdp"
     )
   target = rules[name]
-  return () if target is None else (target,) if isinstance(target, str) else tuple(target)
+  return () if not target else (target,) if isinstance(target, str) else tuple(target)
 
 
 def spec(mesh: Mesh, names: tuple[str | None, ...], shape: tuple[int, ...], rules: Rules) -> P:

@@ -41,7 +41,7 @@ def resolve(path: str) -> str:
 
 
 def sharding_rules() -> ml_collections.ConfigDict:
-  """Logical axis -> mesh axes (None: whole on every device); `--config.sharding.rules.embed=model` changes one.
+  """Logical axis -> mesh axes ("": whole on every device); `--config.sharding.rules.embed=model` changes one.
 
   embed -> fsdp shards every large weight over 'fsdp' (fully sharded data parallel); heads, mlp and vocab ->
   model split attention, feed-forward and logit widths over 'model' (tensor parallel); adapters, norms,
@@ -54,12 +54,12 @@ def sharding_rules() -> ml_collections.ConfigDict:
       heads="model",
       mlp="model",
       vocab="model",
-      codebook=None,
-      conv_in=None,
+      codebook="",
+      conv_in="",
       conv_out="fsdp",
-      window=None,
-      norm=None,
-      position=None,
-      adapter=None,
+      window="",
+      norm="",
+      position="",
+      adapter="",
     )
   )
