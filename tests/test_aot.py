@@ -13,25 +13,22 @@ from muse_styledrop.models.adapters import AdapterConfig, BottleneckAdapters
 from muse_styledrop.models.presets import MUSE_3B_TRANSFORMER
 
 
-def test_aot_compiles_step_and_sampler_for_a_topology_and_says_it_fits(amused_dir, capsys):
+def test_aot_compiles_step_and_sampler_for_a_topology_and_says_whether_it_fits(amused_dir, capsys):
   c = load_config("runlocal")
   c.mesh, c.batch_size = dict(data=2, fsdp=4, model=1), 8
-  assert aot.check(c, str(amused_dir), "v5e-8", sample_batch=8)
+  assert not aot.check(c, str(amused_dir), "v5e-8", sample_batch=8, hbm_gib=1e-6)
   out = capsys.readouterr().out
   assert "compiled for cpu (estimate: fake CPU devices)" in out
   assert "mesh {'data': 2, 'fsdp': 4, 'model': 1}, dtype float32" in out
-  assert re.search(r"training call \(5 steps\): [\d.]+ GiB per device \(arguments", out)
-  assert re.search(r"sampler \(4 steps\): [\d.]+ GiB per device", out)
-  assert re.search(r"^per-device: [\d.]+ GiB of 16 GiB \(fits, estimate\)$", out, re.M)
+  step = float(re.search(r"training call \(5 steps\): ([\d.]+) GiB per device \(arguments", out).group(1))
+  sample = float(re.search(r"sampler \(4 steps\): ([\d.]+) GiB per device", out).group(1))
+  last = out.strip().splitlines()[-1]
+  assert last == f"per-device: {max(step, sample):.2f} GiB of 1e-06 GiB (does not fit, estimate)"
 
 
-def test_aot_command_exits_1_when_it_does_not_fit_and_2_on_an_unknown_topology(amused_dir):
+def test_aot_command_exits_2_on_an_unknown_topology(amused_dir):
   cmd = [sys.executable, "-m", "muse_styledrop.aot", "--config=configs/style_one_shot.py:runlocal"]
-  cmd += [f"--model={amused_dir}", "--config.batch_size=8", "--config.mesh.data=8"]
-  small = subprocess.run([*cmd, "--topology=v5e-8", "--hbm_gib=1e-6"], capture_output=True, text=True, timeout=300)
-  assert small.returncode == 1, small.stderr[-1500:]
-  assert small.stdout.strip().splitlines()[-1].endswith("GiB of 1e-06 GiB (does not fit, estimate)")
-  unknown = subprocess.run([*cmd, "--topology=v9-1"], capture_output=True, text=True, timeout=300)
+  unknown = subprocess.run([*cmd, f"--model={amused_dir}", "--topology=v9-1"], capture_output=True, text=True)
   assert unknown.returncode == 2 and "unknown topology 'v9-1'" in unknown.stderr
 
 

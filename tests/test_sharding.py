@@ -65,23 +65,19 @@ def test_an_unannotated_parameter_or_a_name_without_a_rule_is_an_error():
     sharding.spec(mesh, ("embed",), (8,), {})
 
 
-def base_bytes_per_device(mesh):
+def bytes_per_device(states, mesh):
   total = 0
-  for build in (
-    MODULES["vq"],
-    MODULES["clip text"],
-    lambda: UVit2DModel(presets.AMUSED_256_TRANSFORMER, rngs=nnx.Rngs(0)),
-  ):
-    state = abstract(build)
+  for state in states:
     shardings = sharding.state_shardings(mesh, state, RULES)
-    pairs = zip(jax.tree.leaves(shardings), jax.tree.leaves(state))
-    total += sharding.bytes_per_device(pairs)
+    total += sharding.bytes_per_device(zip(jax.tree.leaves(shardings), jax.tree.leaves(state)))
   return total
 
 
 def test_fsdp_over_eight_devices_holds_an_eighth_of_the_full_size_base_on_each():
-  one = base_bytes_per_device(sharding.make_mesh({"fsdp": 1}))
-  eight = base_bytes_per_device(sharding.make_mesh({"fsdp": 8}))
+  full_uvit = lambda: UVit2DModel(presets.AMUSED_256_TRANSFORMER, rngs=nnx.Rngs(0))
+  states = [abstract(build) for build in (MODULES["vq"], MODULES["clip text"], full_uvit)]
+  one = bytes_per_device(states, sharding.make_mesh({"fsdp": 1}))
+  eight = bytes_per_device(states, sharding.make_mesh({"fsdp": 8}))
   assert one > 2.5e9  # amused-256's transformer, VQ and CLIP text tower in fp32
   assert eight == pytest.approx(one / 8, rel=0.01)
 
@@ -136,10 +132,11 @@ def test_the_sampler_on_a_mesh_gives_one_devices_logits_and_tokens(pipelines):
   # Logits at the states the decoding passed through (all masked, then each step's tokens, part masked again).
   text, pooled = one.encode_prompts(prompts)
   micro = one.micro_conds(4, 16, 16)
+  forward = jax.jit(lambda m, *x: m(*x))
   for ratio in (1.0, 0.75, 0.4, 0.1):
     masked = jnp.where(jax.random.uniform(jax.random.key(0), a.shape) < ratio, one.mask_token_id, a)
-    la = one.transformer(masked, text, pooled, micro)
-    lb = jax.jit(lambda m, *x: m(*x))(spread.transformer, masked, text, pooled, micro)
+    la = forward(one.transformer, masked, text, pooled, micro)
+    lb = forward(spread.transformer, masked, text, pooled, micro)
     np.testing.assert_allclose(np.asarray(lb), np.asarray(la), rtol=1e-5, atol=1e-5)
 
 
@@ -157,10 +154,10 @@ def test_bf16_logits_are_fp32_logits_within_the_stated_tolerance(amused_dir, pip
   prompts = ["a red cat", "a blue dog in watercolor painting style"]
   tokens = jax.random.randint(jax.random.key(0), (2, 4, 4), 0, 40)
   tokens = jnp.where(jax.random.uniform(jax.random.key(1), tokens.shape) < 0.5, fp32.mask_token_id, tokens)
-  logits = {}
+  logits, forward = {}, jax.jit(lambda m, *x: m(*x))
   for name, pipe in (("fp32", fp32), ("bf16", bf16)):
     text, pooled = pipe.encode_prompts(prompts)
-    logits[name] = pipe.transformer(tokens, text, pooled, pipe.micro_conds(2, 16, 16))
+    logits[name] = forward(pipe.transformer, tokens, text, pooled, pipe.micro_conds(2, 16, 16))
   assert logits["bf16"].dtype == jnp.float32
   error = np.abs(np.asarray(logits["bf16"]) - np.asarray(logits["fp32"])).max()
   assert error <= BF16_LOGITS_RTOL * float(np.std(logits["fp32"])), error

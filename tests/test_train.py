@@ -242,7 +242,7 @@ def test_two_processes_train_the_adapter_of_one_and_only_process_0_writes(amused
       ).items()
     )
     + f"  c.checkpoint.use_async = False\n  c.optimizer.learning_rate = {c.optimizer.learning_rate!r}\n"
-    + f"  c.sample.prompts, c.sample.seed = {list(c.sample.prompts)!r}, {c.sample.seed}\n  return c\n"
+    + '  c.sample.prompts, c.sample.steps = ["a house"], 2\n  return c\n'  # samples.png: drawn, not compared
   )
   workdir = tmp_path / "two"
   launcher = [sys.executable, str(Path(__file__).parent.parent / "launch" / "local.py"), "--num_processes=2"]
