@@ -155,19 +155,16 @@ def compile_sampler(model, c: UVitConfig, config, mesh, rules, batch: int):
   micro = jax.ShapeDtypeStruct((batch, 5), jnp.float32)
   ids = jax.ShapeDtypeStruct((batch,), jnp.int32) if config.trainable == "adapter" else None
   passes = jax.eval_shape(lambda *a: settings.passes(*a), text, pooled, text, pooled, micro, ids)
-  over = sharding.batch(mesh, rules).spec[0] if batch % sharding.batch_shards(mesh, rules) == 0 else None
-  spread = lambda lead: jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*lead, over))
+  in_passes, per_picture = sharding.sampler_inputs(mesh, rules, passes, batch)
+  passes = with_shardings(passes, in_passes)
   rep = sharding.replicated(mesh)
-  passes = jax.tree.map(  # (passes, batch, ...) arrays split over the batch axes; the per-pass weights replicated
-    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=spread([None]) if x.ndim > 1 else rep), passes
-  )
   key_dtype = jax.eval_shape(lambda: jax.random.key(0)).dtype
   scalar = lambda dt: jax.ShapeDtypeStruct((), dt, sharding=rep)
   return sampler.jitted.lower(
     state,
     passes,
-    jax.ShapeDtypeStruct((batch, c.sample_size, c.sample_size), jnp.int32, sharding=spread([])),
-    jax.ShapeDtypeStruct((batch,), key_dtype, sharding=spread([])),
+    jax.ShapeDtypeStruct((batch, c.sample_size, c.sample_size), jnp.int32, sharding=per_picture),
+    jax.ShapeDtypeStruct((batch,), key_dtype, sharding=per_picture),
     jax.ShapeDtypeStruct((2,), jnp.float32, sharding=rep),
     scalar(jnp.float32),
     scalar(jnp.int32),

@@ -17,8 +17,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from muse_styledrop import files, sampling, sharding, weights
 from muse_styledrop.frozen import frozen_jit
@@ -227,21 +225,10 @@ class Pipeline:
   def _spread(self, passes: sampling.Passes, keys_B, init_BHW):
     """Put a sampler batch's pictures over the mesh's batch axes (all on each device when they do not divide)."""
     if self.mesh is None or len(keys_B) % sharding.batch_shards(self.mesh, self.rules):
-      return passes, keys_B, init_BHW
-    over = sharding.batch(self.mesh, self.rules).spec[0]
-    put = lambda x, lead: None if x is None else jax.device_put(x, NamedSharding(self.mesh, P(*lead, over)))
-    passes = dataclasses.replace(
-      passes,
-      text_PBTD=put(passes.text_PBTD, [None]),
-      pooled_PBD=put(passes.pooled_PBD, [None]),
-      micro_conds_PBM=put(passes.micro_conds_PBM, [None]),
-      adapter_ids_PB=put(passes.adapter_ids_PB, [None]),
-      weights_P=jax.device_put(passes.weights_P, sharding.replicated(self.mesh)),
-      end_weights_P=None
-      if passes.end_weights_P is None
-      else jax.device_put(passes.end_weights_P, sharding.replicated(self.mesh)),
-    )
-    return passes, put(keys_B, []), put(init_BHW, [])
+      return passes, keys_B, init_BHW  # jit replicates them (a host value cannot be put on another host's devices)
+    in_passes, per_picture = sharding.sampler_inputs(self.mesh, self.rules, passes, len(keys_B))
+    put = lambda x: None if x is None else jax.device_put(x, per_picture)
+    return jax.device_put(passes, in_passes), put(keys_B), put(init_BHW)
 
   def draw(self, prompts: list[str], settings: SamplingSettings, **kwargs) -> np.ndarray:
     """uint8 pictures of `prompts` (draw_tokens' arguments), decoded in batches of at most 64."""
