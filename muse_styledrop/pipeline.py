@@ -227,8 +227,12 @@ class Pipeline:
     if self.mesh is None or len(keys_B) % sharding.batch_shards(self.mesh, self.rules):
       return passes, keys_B, init_BHW  # jit replicates them (a host value cannot be put on another host's devices)
     in_passes, per_picture = sharding.sampler_inputs(self.mesh, self.rules, passes, len(keys_B))
-    put = lambda x: None if x is None else jax.device_put(x, per_picture)
-    return jax.device_put(passes, in_passes), put(keys_B), put(init_BHW)
+    # Each process places its devices' slices of the (same on every process) host values: a plain device_put
+    # cannot reach the devices of other hosts.
+    put = lambda x, sh: jax.make_array_from_callback(x.shape, sh, lambda index: np.asarray(x)[index])
+    keys = jax.random.wrap_key_data(put(jax.random.key_data(keys_B), per_picture))
+    init = None if init_BHW is None else put(init_BHW, per_picture)
+    return jax.tree.map(put, passes, in_passes), keys, init
 
   def draw(self, prompts: list[str], settings: SamplingSettings, **kwargs) -> np.ndarray:
     """uint8 pictures of `prompts` (draw_tokens' arguments), decoded in batches of at most 64."""

@@ -243,7 +243,7 @@ def test_two_processes_train_the_adapter_of_one_and_only_process_0_writes(amused
       ).items()
     )
     + f"  c.checkpoint.use_async = False\n  c.optimizer.learning_rate = {c.optimizer.learning_rate!r}\n"
-    + '  c.sample.prompts, c.sample.steps = ["a house"], 2\n  return c\n'  # samples.png: drawn, not compared
+    + '  c.sample.prompts, c.sample.steps = ["a house", "a cat"] * 2, 2\n  return c\n'  # split over the 4 devices
   )
   workdir = tmp_path / "two"
   launcher = [sys.executable, str(Path(__file__).parent.parent / "launch" / "local.py"), "--num_processes=2"]
