@@ -27,7 +27,7 @@ import torch_amused  # noqa: E402 - benchmarks/ sibling
 from flax import nnx
 
 from muse_styledrop import sampling, weights
-from muse_styledrop.models import presets
+from muse_styledrop.models import layers, presets
 from muse_styledrop.models.clip import CLIPModel
 from muse_styledrop.models.uvit import UVit2DModel
 from muse_styledrop.models.vq import VQModel
@@ -36,7 +36,7 @@ from muse_styledrop.tokenizer import Tokenizer, build_clip_tokenizer
 
 
 def ours_from(torch_module, ctor):
-  module = nnx.eval_shape(lambda: ctor(nnx.Rngs(0)))
+  module = layers.abstract(ctor)
   tensors = {k: (jnp.asarray(v.numpy()), Path("<memory>")) for k, v in torch_module.state_dict().items()}
   weights.load_params(module, tensors, "benchmark")
   return module

@@ -24,7 +24,7 @@ from absl import flags
 from flax import nnx
 
 from muse_styledrop import pipeline, sampling, sharding, topologies, train, weights
-from muse_styledrop.models import presets
+from muse_styledrop.models import layers, presets
 from muse_styledrop.models.adapters import AdapterParam
 from muse_styledrop.models.layers import compiling_for
 from muse_styledrop.models.uvit import UVit2DModel, UVitConfig
@@ -104,13 +104,13 @@ class Memory:
 
 
 def abstract_model(c: UVitConfig, config, dtype) -> UVit2DModel:
-  def build():
-    model = UVit2DModel(c, rngs=nnx.Rngs(0), dtype=weights.compute_dtype(dtype), param_dtype=dtype)
+  def build(rngs):
+    model = UVit2DModel(c, rngs=rngs, dtype=weights.compute_dtype(dtype), param_dtype=dtype)
     if config.trainable == "adapter":
-      model.attach_adapters(train.adapter_config(config), nnx.Rngs(1))
+      model.attach_adapters(train.adapter_config(config), rngs)
     return model
 
-  return nnx.eval_shape(build)
+  return layers.abstract(build)
 
 
 def compile_train_step(model, c: UVitConfig, config, mesh, rules):

@@ -30,6 +30,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.flax import save_file
 
 from muse_styledrop import files
+from muse_styledrop.models import layers
 from muse_styledrop.models.clip import CLIPConfig, CLIPModel, TowerConfig
 from muse_styledrop.models.uvit import UVit2DModel, UVitConfig
 from muse_styledrop.models.vq import VQConfig, VQModel
@@ -326,7 +327,7 @@ def clip_config_dict(c: CLIPConfig) -> dict:
 
 def _build_and_load(ctor, folder: Path, stem: str, variant: str | None, dtype, place):
   """Create a module abstractly, then fill it from the folder's weights (no random init is kept)."""
-  module = nnx.eval_shape(lambda: ctor(nnx.Rngs(0), dtype))
+  module = layers.abstract(lambda rngs: ctor(rngs, dtype))
   load_params(module, read_tensors(weight_files(folder, stem, variant)), str(folder), place=place)
   abstract = [p for p, v in nnx.to_flat_state(nnx.state(module)) if isinstance(v[...], jax.ShapeDtypeStruct)]
   if abstract:

@@ -45,6 +45,29 @@ def compiling_for(platform: str):
     _TARGET.reset(token)
 
 
+class _OneKey(nnx.RngStream):
+  """A stream that gives every draw the same key."""
+
+  def __call__(self) -> jax.Array:
+    return self.key[...]
+
+
+def abstract(build):
+  """`build(rngs)`'s module with shapes only (nnx.eval_shape), for weights that are read or placed afterwards.
+
+  Its rngs give every draw one key: the values are never kept, and a counting stream's update costs milliseconds
+  per draw inside the trace (flax compares the new count's sharding, and jax answers a tracer's with an error
+  message that walks the whole trace), 2.3 s of building aMUSEd-256's transformer.
+  """
+
+  def shapes():
+    rngs = nnx.Rngs(0)
+    rngs.default = _OneKey(0, tag="default")
+    return build(rngs)
+
+  return nnx.eval_shape(shapes)
+
+
 def axes(*names: str) -> dict:
   """Partitioning metadata naming each dimension of a parameter (laid out later, by rules)."""
   return {"out_sharding": names, "eager_sharding": False}
