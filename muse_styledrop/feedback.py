@@ -31,11 +31,11 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from muse_styledrop import data, files, images, weights
+from muse_styledrop import data, files, images
+from muse_styledrop.clip_scores import CLIPModelError, CLIPScorer
 from muse_styledrop.pipeline import Pipeline, check_model_dir, resolve_base_model, resolve_dtype
 from muse_styledrop.prompts import prompt_set
 from muse_styledrop.sampling import SamplingSettings
@@ -68,32 +68,14 @@ def draw_pool(
 
 
 def clip_scores(clip_dir: Path, pictures_PN: np.ndarray, prompts: list[str]) -> np.ndarray:
-  """[prompt, n] cosine between each picture's and its prompt's CLIP embeddings (StyleDrop's text score)."""
-  from PIL import Image  # noqa: PLC0415
-
-  from muse_styledrop.models.clip import clip_pixels  # noqa: PLC0415
-  from muse_styledrop.tokenizer import Tokenizer  # noqa: PLC0415
-
-  clip_dir = Path(clip_dir).expanduser()
-  if not (clip_dir / "config.json").is_file():
-    raise FeedbackError(
-      f"--clip_model={clip_dir} is not a CLIP model directory (no config.json); give a transformers CLIPModel "
-      "directory with both towers and its tokenizer files"
-    )
-  model = weights.load_clip(clip_dir)
-  if model.vision_model is None or model.text_model is None:
-    raise FeedbackError(f"--clip_model={clip_dir} lacks a text or vision tower; CLIP feedback needs both")
-  tokenizer = Tokenizer(clip_dir)
-  side = model.config.vision.image_size
+  """[prompt, n] cosine between each picture and its prompt in CLIP's embedding space (StyleDrop's text score)."""
+  try:
+    scorer = CLIPScorer(clip_dir)
+  except CLIPModelError as e:
+    raise FeedbackError(f"--clip_model: {e}") from e
   p, n = pictures_PN.shape[:2]
   flat = pictures_PN.reshape(p * n, *pictures_PN.shape[2:])
-  if flat.shape[1] != side:
-    flat = np.stack([np.asarray(Image.fromarray(x).resize((side, side), Image.Resampling.BICUBIC)) for x in flat])
-  unit = lambda x: x / jnp.linalg.norm(x, axis=-1, keepdims=True)
-  image = jnp.concatenate([unit(model.encode_image(clip_pixels(flat[i : i + 64]))) for i in range(0, len(flat), 64)])
-  _, text = model.encode_text(jnp.asarray(tokenizer(prompts)))
-  text = unit(text)
-  return np.asarray(jnp.sum(image.reshape(p, n, -1) * text[:, None], axis=-1))
+  return scorer.text_scores(flat, [prompt for prompt in prompts for _ in range(n)]).reshape(p, n)
 
 
 def choose(how: str, scores_PN: np.ndarray | None, shape_PN: tuple[int, int], keep: int, seed: int) -> list[tuple]:

@@ -91,6 +91,7 @@ class Pipeline:
   fingerprint: str = ""
   mesh: jax.sharding.Mesh | None = None  # where the weights live (None: the default device)
   rules: dict | None = None  # logical axis -> mesh axes (muse_styledrop.sharding)
+  path: Path | None = None  # the directory it was loaded from
   _prompt_cache: dict = dataclasses.field(default_factory=dict, repr=False)
 
   def __post_init__(self):
@@ -131,6 +132,7 @@ class Pipeline:
       fingerprint=digest(transformer.config, samples.taken),
       mesh=mesh,
       rules=None if rules is None else dict(rules),
+      path=path,
     )
 
   def save_pretrained(self, path: str | Path, dtype=None) -> None:

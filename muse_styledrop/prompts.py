@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
+
+EVALUATION_FILE = Path(__file__).parent / "assets" / "prompts" / "evaluation.txt"
 
 # StyleDrop's round-2 pool (docs/method.md): 30 contents, 64 pictures each in the paper.
 PAPER_FEEDBACK = [
@@ -26,6 +29,8 @@ PAPER_FEEDBACK = [
 # name -> a list, or (module, function) of an evaluator that knows its world, imported only when asked for
 SETS = {
   "paper": PAPER_FEEDBACK,
+  # the paper's 30 and 156 of this project's own across the Parti prompts' kinds of content (the file's sections)
+  "evaluation": ("muse_styledrop.prompts", "evaluation_prompts"),
   "shapes": ("muse_styledrop.evaluators.shapes_oracle", "pool_prompts"),
   "shapes_styles": ("muse_styledrop.evaluators.shapes_oracle", "style_phrases"),
 }
@@ -40,3 +45,23 @@ def prompt_set(name: str) -> list[str]:
     module, function = found
     return getattr(importlib.import_module(module), function)()
   return list(found)
+
+
+def read_file(path: str | Path) -> list[str]:
+  """One content prompt a line; blank lines and '#' comments are skipped."""
+  path = Path(path).expanduser()
+  if not path.is_file():
+    raise ValueError(f"prompt file {path} does not exist; give a prompt set ({', '.join(SETS)}) or a text file")
+  found = [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+  if not found:
+    raise ValueError(f"prompt file {path} holds no prompts; write one content prompt a line")
+  return found
+
+
+def evaluation_prompts() -> list[str]:
+  return read_file(EVALUATION_FILE)
+
+
+def read_prompts(name_or_file: str) -> list[str]:
+  """A prompt set by name, or the prompts of a file."""
+  return prompt_set(name_or_file) if name_or_file in SETS else read_file(name_or_file)

@@ -284,8 +284,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   full_state = nnx.merge_state(state["trainable"], frozen)
   run = evaluators.Run(pipe, settings, style, adapter, full_state)
   results = {name: evaluate(run) for name, evaluate in evals.items()}
-  for result in results.values():
-    summary.update(result.metrics)
+  summary.update(evaluators.merge_metrics(results.values()))
   bands = [band for result in results.values() for band in result.bands]
   pictures = None if bands else draw(state)  # every process draws (the weights span them); process 0 writes
   if not distributed.is_writer():

@@ -10,6 +10,7 @@ files transformers loads. Data: docs/shapes.md "How it was trained".
 import ml_collections
 
 from muse_styledrop.configs import with_variants
+from muse_styledrop.pipeline import EMBEDDED_BASE
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -18,7 +19,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model = "clip"
   c.data = dict(train="data/shapes_all_24k.npz")
   c.max_length = 32
-  c.vocabulary_prompts = "shapes_styles"  # a prompt set whose words the tokenizer keeps whole too ('' = none)
+  c.vocabulary_prompts = "shapes_styles"
+  # a base model directory whose text_encoder and tokenizer stay as they are, the image tower trained to meet them
+  # ('' = both towers trained, with a tokenizer built from the captions)
+  c.locked_text = ""  # a prompt set whose words the tokenizer keeps whole too ('' = none)
   tower = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4, hidden_act="gelu")
   c.clip = dict(text=dict(tower), vision=dict(tower, patch_size=8), projection_dim=128)
   c.optimizer = dict(
@@ -40,4 +44,10 @@ def runlocal(c):
   c.steps, c.steps_per_call, c.batch_size = 20, 10, 8
 
 
-VARIANTS = {"runlocal": runlocal}
+def image_tower_for_embedded_base(c):
+  """The image tower shipped beside the embedded base's text encoder (its clip/ folder), for CLIP scores."""
+  c.name = "pretrain_clip_image_tower"
+  c.locked_text = str(EMBEDDED_BASE)
+
+
+VARIANTS = {"runlocal": runlocal, "image_tower_for_embedded_base": image_tower_for_embedded_base}

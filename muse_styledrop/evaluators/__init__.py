@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import importlib
 
-from muse_styledrop.evaluators.base import Component, Evaluator, Result, Run
+from muse_styledrop.evaluators.base import Component, Evaluator, Result, Run, merge_metrics
 
 # name -> "module:class"; imported only when a config names it
 REGISTRY = {
+  "clip": "muse_styledrop.evaluators.clip_scores:Evaluator",
   "shapes_oracle": "muse_styledrop.evaluators.shapes_oracle:Evaluator",
   "shapes_vq": "muse_styledrop.evaluators.shapes_components:VQQuality",
   "shapes_clip": "muse_styledrop.evaluators.shapes_components:CLIPZeroShot",
@@ -41,4 +42,4 @@ def from_config(evals) -> dict[str, Evaluator]:
   return {name: build(name, dict(fields)) for name, fields in evals.items()}
 
 
-__all__ = ["REGISTRY", "Component", "Evaluator", "Result", "Run", "build", "from_config"]
+__all__ = ["REGISTRY", "Component", "Evaluator", "Result", "Run", "build", "from_config", "merge_metrics"]

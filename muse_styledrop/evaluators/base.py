@@ -27,12 +27,25 @@ class Run:
 
 @dataclasses.dataclass
 class Result:
-  """An evaluator's answer: `metrics` join summary.json, `bands` (title, uint8 pictures) form samples.png, and
-  `record` (JSON) joins evaluation.json."""
+  """An evaluator's answer: `metrics` join summary.json, `bands` (title, uint8 pictures) form samples.png,
+  `record` (JSON) joins evaluation.json, and `pictures` (who drew them -> uint8 pictures) are what it measured."""
 
   metrics: dict[str, Any]
   bands: list[tuple[str, np.ndarray]] = dataclasses.field(default_factory=list)
   record: dict[str, Any] = dataclasses.field(default_factory=dict)
+  pictures: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+
+def merge_metrics(results) -> dict:
+  """Several evaluators' metrics as one dict; what each says of one model ('adapter', 'base') joins one entry."""
+  merged: dict[str, Any] = {}
+  for result in results:
+    for key, value in result.metrics.items():
+      if isinstance(value, dict) and isinstance(merged.get(key), dict):
+        merged[key] = {**merged[key], **value}
+      else:
+        merged[key] = value
+  return merged
 
 
 @dataclasses.dataclass

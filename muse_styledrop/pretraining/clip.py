@@ -24,6 +24,9 @@ def caption_words(captions, phrases=()) -> list[str]:
   return sorted(words)
 
 
+LOCKED_TEXT = ("text_model", "text_projection")  # the weights config.locked_text keeps
+
+
 class CLIPObjective(Objective):
   def __init__(self, config, workdir):
     super().__init__(config, workdir)
@@ -36,34 +39,48 @@ class CLIPObjective(Objective):
           "(render one with python -m muse_styledrop.shapes.dataset --group=G)"
         )
       self.groups = np.unique(arrays["group"], return_inverse=True)[1]
-    tok_dir = self.workdir / "tokenizer"
-    if not (tok_dir / "vocab.json").is_file():
-      words = caption_words(
-        arrays["caption"], prompt_set(config.vocabulary_prompts) if config.vocabulary_prompts else ()
+    c = config.clip
+    vision = TowerConfig(**c.vision.to_dict(), image_size=self.images.shape[1])
+    self.locked = {}
+    if config.locked_text:  # a base's text tower and tokenizer, kept as they are: the image tower learns to meet them
+      base = Path(config.locked_text)
+      self.tokenizer = Tokenizer(base / "tokenizer")
+      text = weights.load_clip(base / "text_encoder")
+      self.locked = {k: (np.asarray(v), base / "text_encoder") for k, v in weights.state_dict(text).items()}
+      self.clip_config = CLIPConfig(
+        text=text.config.text, vision=vision, projection_dim=text.config.projection_dim, with_logit_scale=True
       )
-      build_clip_tokenizer(words, tok_dir, max_length=config.max_length)
-    self.tokenizer = Tokenizer(tok_dir)
+      self.trainable = nnx.All(nnx.Param, *(nnx.Not(nnx.PathContains(t)) for t in LOCKED_TEXT))
+    else:
+      tok_dir = self.workdir / "tokenizer"
+      if not (tok_dir / "vocab.json").is_file():
+        words = caption_words(
+          arrays["caption"], prompt_set(config.vocabulary_prompts) if config.vocabulary_prompts else ()
+        )
+        build_clip_tokenizer(words, tok_dir, max_length=config.max_length)
+      self.tokenizer = Tokenizer(tok_dir)
     self.ids = np.concatenate(
       [self.tokenizer(list(arrays["caption"][i : i + 4096])) for i in range(0, len(self.images), 4096)]
     )
     eos = self.tokenizer._tok.eos_token_id
     if not (self.ids == eos).any(axis=1).all():
-      raise ValueError(f"config.max_length={config.max_length} truncates some captions; raise it")
-    c = config.clip
-    self.clip_config = CLIPConfig(
-      text=TowerConfig(
+      raise ValueError(f"the tokenizer's length {self.tokenizer.max_length} truncates some captions; raise it")
+    if not self.locked:
+      text = TowerConfig(
         **c.text.to_dict(),
         vocab_size=self.tokenizer.vocab_size,
         max_position_embeddings=config.max_length,
         eos_token_id=eos,
-      ),
-      vision=TowerConfig(**c.vision.to_dict(), image_size=self.images.shape[1]),
-      projection_dim=c.projection_dim,
-      with_logit_scale=True,
-    )
+      )
+      self.clip_config = CLIPConfig(text=text, vision=vision, projection_dim=c.projection_dim, with_logit_scale=True)
 
   def build(self, rngs):
-    return CLIPModel(self.clip_config, rngs=rngs)
+    model = CLIPModel(self.clip_config, rngs=rngs)
+    if self.locked:
+      weights.load_params(
+        model, self.locked, "locked text tower", keep_missing=("vision_model", "visual_projection", "logit_scale")
+      )
+    return model
 
   def pick(self, rng, steps, n):
     """Random pictures; with config.hard_negatives = g, each batch is whole shape groups of g pictures that differ

@@ -149,19 +149,24 @@ def oracle_reads(pictures: np.ndarray, grader) -> list[str]:
   return [" ".join(names[k][int(pred[k][i])] for k in names) for i in range(len(pictures))]
 
 
-def grade(pictures: np.ndarray, scenes: list[Scene], styles: list[str], grader) -> dict:
-  """Accuracy of generated pictures against what their prompts asked for (content = shape and colour both right)."""
+def grade(pictures: np.ndarray, scenes: list[Scene], styles: list[str] | None, grader) -> dict:
+  """Accuracy of generated pictures against what their prompts asked for (content = shape and colour both right),
+  each with its binomial standard error; style only where `styles` names the world's styles to find."""
   pred = grader(pictures)
   shape = pred["shape"] == np.asarray([SHAPES.index(s.objects[0].shape) for s in scenes])
   colour = pred["colour"] == np.asarray([list(COLOURS).index(s.objects[0].colour) for s in scenes])
-  style = pred["style"] == np.asarray([STYLES_LIST.index(s) for s in styles])
-  return {
-    "style_accuracy": round(float(style.mean()), 4),
+  se = lambda right: round(float(np.sqrt(right.mean() * (1 - right.mean()) / len(right))), 4)
+  out = {
     "content_accuracy": round(float((shape & colour).mean()), 4),
+    "content_accuracy_se": se(shape & colour),
     "shape_accuracy": round(float(shape.mean()), 4),
     "colour_accuracy": round(float(colour.mean()), 4),
     "count": len(scenes),
   }
+  if styles is not None:
+    style = pred["style"] == np.asarray([STYLES_LIST.index(s) for s in styles])
+    out.update(style_accuracy=round(float(style.mean()), 4), style_accuracy_se=se(style))
+  return out
 
 
 # name: sampling settings of the base alone. aMUSEd's defaults, and drawing conditionally without confidence noise
@@ -195,7 +200,12 @@ def base_quality(pipe, grader, count: int = 200, seed: int = 0, steps: int = 12,
   return {**first, "steps": steps, "samplers": out}
 
 
-def read_reference(grader, path) -> dict[str, str]:
-  """What the oracle sees in a reference picture: {'shape', 'colour', 'style'} names."""
-  (read,) = oracle_reads(images.load_image(path, SIDE)[None], grader)
-  return dict(zip(("shape", "colour", "style"), read.split(), strict=True))
+def read_reference(grader, path) -> dict:
+  """What the oracle sees in a reference picture: {'shape', 'colour', 'style'} names, and 'style_confidence', the
+  oracle's probability for that style averaged over the picture's eight rotations and mirror images."""
+  picture = images.load_image(path, SIDE)
+  (read,) = oracle_reads(picture[None], grader)
+  views = [np.rot90(picture, k)[:, ::flip] for k in range(4) for flip in (1, -1)]
+  confidence = float(grader(np.stack(views))["style_confidence"].mean())
+  names = dict(zip(("shape", "colour", "style"), read.split(), strict=True))
+  return {**names, "style_confidence": round(confidence, 4)}

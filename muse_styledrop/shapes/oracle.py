@@ -97,19 +97,26 @@ class Grader:
   def __init__(self, model: Oracle | None = None, batch_size: int = 256):
     model = model or load()
     self.batch_size = batch_size
-    self._predict = frozen_jit(lambda oracle, x: {k: jnp.argmax(v, -1) for k, v in oracle(x).items()}, model)
+
+    def predict(oracle, x):
+      logits = oracle(x)
+      labels = {k: jnp.argmax(v, -1) for k, v in logits.items()}
+      return {**labels, **{f"{k}_confidence": jax.nn.softmax(v, -1).max(-1) for k, v in logits.items()}}
+
+    self._predict = frozen_jit(predict, model)
 
   def __call__(self, images_NHWC) -> dict[str, np.ndarray]:
+    """Per head, the label read in each picture, and under '<head>_confidence' its probability."""
     images = np.asarray(images_NHWC)
     if images.dtype == np.uint8:
       images = images.astype(np.float32) / 255.0
-    out = {k: [] for k in HEADS}
+    out = {}
     for i in range(0, len(images), self.batch_size):
       chunk = images[i : i + self.batch_size]
       padded = np.concatenate([chunk, np.zeros((self.batch_size - len(chunk), *chunk.shape[1:]), chunk.dtype)])
       pred = jax.device_get(self._predict(jnp.asarray(np.clip(padded, 0, 1), jnp.float32)))
-      for k in HEADS:
-        out[k].append(pred[k][: len(chunk)])
+      for k, v in pred.items():
+        out.setdefault(k, []).append(v[: len(chunk)])
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
