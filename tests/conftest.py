@@ -19,3 +19,16 @@ def amused_dir(tmp_path_factory):
   import reference
 
   return reference.amused_dir(tmp_path_factory.mktemp("models") / "amused-tiny")
+
+
+@pytest.fixture(scope="session")
+def clip_dir(amused_dir, tmp_path_factory):
+  """A tiny random transformers CLIPModel with both towers, saved with the tiny aMUSEd's tokenizer."""
+  import reference
+  from transformers import CLIPTokenizer
+
+  folder = tmp_path_factory.mktemp("clip") / "clip"
+  tok = CLIPTokenizer.from_pretrained(str(amused_dir / "tokenizer"))
+  reference.clip_model(**reference.token_ids(tok)).save_pretrained(folder)
+  tok.save_pretrained(folder)
+  return folder

@@ -13,19 +13,6 @@ from muse_styledrop import evaluate
 from muse_styledrop.clip_scores import CLIPModelError, CLIPScorer, preprocess, summary
 
 
-@pytest.fixture(scope="module")
-def clip_dir(amused_dir, tmp_path_factory):
-  """A tiny random transformers CLIPModel with both towers, saved with the tiny aMUSEd's tokenizer."""
-  import reference
-  from transformers import CLIPTokenizer
-
-  folder = tmp_path_factory.mktemp("clip") / "clip"
-  tok = CLIPTokenizer.from_pretrained(str(amused_dir / "tokenizer"))
-  reference.clip_model(**reference.token_ids(tok)).save_pretrained(folder)
-  tok.save_pretrained(folder)
-  return folder
-
-
 def test_clip_scores_match_transformers(clip_dir):
   import torch
   from transformers import CLIPImageProcessorPil, CLIPModel, CLIPTokenizer

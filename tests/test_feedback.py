@@ -94,29 +94,30 @@ def test_selection_keeps_the_best_scored_or_a_seeded_random_pick():
     feedback.choose("random", None, (2, 3), 4, 0)
 
 
-def test_clip_scores_match_transformers_clip(tmp_path):
-  import reference
-  import torch
+def test_clip_feedback_keeps_each_prompts_best_scored_picture(amused_dir, clip_dir, tmp_path):
+  adapter = round1_adapter(amused_dir, tmp_path)
+  prompts = tmp_path / "prompts.txt"
+  prompts.write_text("a house\na cat on a mat\n")
+  selected = feedback.run_feedback(
+    str(adapter),
+    tmp_path / "out",
+    select_how="clip",
+    base_model=str(amused_dir),
+    clip_model=str(clip_dir),
+    prompts_file=str(prompts),
+    per_prompt=4,
+  )
+  pool = json.loads((tmp_path / "out" / "pool" / "pool.json").read_text())
+  scores = np.asarray([e["clip_score"] for e in pool]).reshape(2, 4)
+  pictures = np.stack([np.asarray(Image.open(tmp_path / "out" / "pool" / e["file"])) for e in pool])
+  from muse_styledrop.clip_scores import CLIPScorer
 
-  from muse_styledrop.models.clip import CLIP_MEAN, CLIP_STD
-  from muse_styledrop.tokenizer import Tokenizer
-
-  tok = reference.tokenizer(tmp_path / "clip")
-  torch_model = reference.clip_model(**reference.token_ids(tok))
-  torch_model.save_pretrained(tmp_path / "clip")
-  pictures = (np.random.default_rng(0).random((2, 3, 20, 20, 3)) * 255).astype(np.uint8)  # resized to 16
-  prompts = ["a red circle in sks style", "a blue star"]
-  ours = feedback.clip_scores(tmp_path / "clip", pictures, prompts)
-  small = np.stack([np.asarray(Image.fromarray(x).resize((16, 16), Image.Resampling.BICUBIC)) for x in pictures[0]])
-  small = np.concatenate([small, np.stack([np.asarray(Image.fromarray(x).resize((16, 16), 3)) for x in pictures[1]])])
-  pixels = torch.tensor(((small / 255.0 - CLIP_MEAN) / CLIP_STD).transpose(0, 3, 1, 2), dtype=torch.float32)
-  ids = torch.tensor(np.asarray(Tokenizer(tmp_path / "clip")(prompts)))
-  with torch.no_grad():
-    out = torch_model(input_ids=ids, pixel_values=pixels)
-  image, text = out.image_embeds.numpy().reshape(2, 3, -1), out.text_embeds.numpy()
-  np.testing.assert_allclose(ours, np.einsum("pnd,pd->pn", image, text), atol=1e-5)
+  want = CLIPScorer(clip_dir).text_scores(pictures, [e["prompt"] for e in pool]).reshape(2, 4)
+  np.testing.assert_allclose(scores, want, atol=1e-4)  # pool.json rounds to 4 places
+  record = json.loads((selected / "selection.json").read_text())
+  assert [e["file"] for e in record["kept"]] == [feedback.pool_file(i, int(np.argmax(scores[i]))) for i in range(2)]
   with pytest.raises(feedback.FeedbackError, match="not a CLIP model directory"):
-    feedback.clip_scores(tmp_path, pictures, prompts)
+    feedback.clip_scores(tmp_path, pictures.reshape(2, 4, *pictures.shape[1:]), ["a house", "a cat on a mat"])
 
 
 def test_human_selection_page_keeps_what_a_person_ticks(pool_run):

@@ -353,3 +353,25 @@ def test_clip_hard_negative_batches_are_whole_shape_groups():
   c.batch_size = 6
   with pytest.raises(ValueError, match="multiple"):
     CLIPObjective.pick(objective, np.random.default_rng(1), 5, 24)
+
+
+def test_clip_with_a_locked_text_tower_trains_the_image_tower_only(data_files, tmp_path):
+  """config.locked_text keeps a base's text encoder and tokenizer bit for bit; the image tower learns to meet it."""
+  from muse_styledrop.pipeline import EMBEDDED_BASE
+
+  c = pretrain_clip.get_config("image_tower_for_embedded_base")
+  assert c.locked_text == str(EMBEDDED_BASE)
+  c.data.train, c.evals.shapes_clip.test = map(str, data_files)
+  c.clip.vision.hidden_size, c.clip.vision.intermediate_size, c.clip.vision.num_hidden_layers = 32, 64, 1
+  c.batch_size, c.steps, c.steps_per_call = 8, 4, 2
+  c.checkpoint.use_async = False
+  export = Path(pretrain(c, tmp_path)["export"])
+  base = weights.state_dict(weights.load_clip(EMBEDDED_BASE / "text_encoder"))
+  for folder in ("text_encoder", "clip"):
+    exported = weights.state_dict(weights.load_clip(export / folder))
+    for key, value in base.items():
+      np.testing.assert_array_equal(np.asarray(exported[key]), np.asarray(value), err_msg=f"{folder}: {key}")
+  clip = weights.load_clip(export / "clip")
+  assert clip.vision_model is not None and clip.config.projection_dim == 128
+  texts = ["a red star in mosaic tile style"]
+  assert (Tokenizer(export / "tokenizer")(texts) == Tokenizer(EMBEDDED_BASE / "tokenizer")(texts)).all()
