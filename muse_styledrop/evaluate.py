@@ -47,7 +47,7 @@ def evaluate(
   base_model: str = "",
   clip_model: str = "",
   prompts: str = "",
-  samples_per_prompt: int = 2,
+  samples_per_prompt: int = 1,
   reference: str = "",
   out: str = "",
   compare_base: bool = True,
@@ -233,7 +233,9 @@ def define_flags() -> None:
   flags.DEFINE_string(
     "prompts", "", "A prompt set (evaluation, paper, shapes) or a file, one content prompt a line; empty = the world's."
   )
-  flags.DEFINE_integer("samples_per_prompt", 2, "Pictures per prompt (the paper: 8).")
+  flags.DEFINE_integer(
+    "samples_per_prompt", 1, "Pictures per prompt (the paper: 8; each is one more draw of every prompt)."
+  )
   flags.DEFINE_string("reference", "", "The style picture for the style score; empty = the adapter's own.")
   flags.DEFINE_string("out", "", "Output directory; empty = WORKDIR/evaluation (or NAME_evaluation beside a file).")
   flags.DEFINE_bool("compare_base", True, "Also draw and score the base with the style phrase alone.")

@@ -273,15 +273,21 @@ class Pipeline:
   # -- text -------------------------------------------------------------------
 
   def encode_prompts(self, prompts: list[str]) -> tuple[jax.Array, jax.Array]:
-    """(penultimate hidden states text_NTD, projected pooled embeddings pooled_ND), cached per prompt."""
+    """(penultimate hidden states text_NTD, projected pooled embeddings pooled_ND), cached per prompt on the host.
+
+    New prompts are encoded in batches padded to a power of two, so the text encoder compiles for a few sizes only;
+    the cache holds host rows, since indexing a device array by each prompt's row compiles a slice per row."""
     missing = [p for p in dict.fromkeys(prompts) if p not in self._prompt_cache]
     if missing:
-      hidden, pooled = self._encode_text(jnp.asarray(self.tokenizer(missing)))
+      size = max(8, 1 << (len(missing) - 1).bit_length())
+      ids = self.tokenizer(missing + [missing[-1]] * (size - len(missing)))
+      # replicated (or on one device): every process reads its own whole copy
+      hidden, pooled = (np.asarray(x.addressable_data(0)) for x in self._encode_text(jnp.asarray(ids)))
       for i, p in enumerate(missing):
         self._prompt_cache[p] = (hidden[i], pooled[i])
-    hidden = jnp.stack([self._prompt_cache[p][0] for p in prompts])
-    pooled = jnp.stack([self._prompt_cache[p][1] for p in prompts])
-    return hidden, pooled
+    hidden = np.stack([self._prompt_cache[p][0] for p in prompts])
+    pooled = np.stack([self._prompt_cache[p][1] for p in prompts])
+    return jnp.asarray(hidden), jnp.asarray(pooled)
 
   # -- images -----------------------------------------------------------------
 

@@ -40,3 +40,35 @@ def test_grader_accepts_uint8_and_float_pictures(fresh, grader):
 def test_missing_oracle_is_a_clear_error(tmp_path):
   with pytest.raises(FileNotFoundError, match="no oracle in"):
     oracle.load(tmp_path)
+
+
+def test_a_reference_outside_the_world_reads_with_low_confidence(grader, tmp_path):
+  """Concentric rings are no style of the world: the oracle names one (it always does), but the style evaluator
+  sees its confidence, averaged over the picture's rotations and mirrors, fall under the threshold; every shipped
+  reference stays above it."""
+  from PIL import Image, ImageDraw
+
+  from muse_styledrop.evaluators.shapes_oracle import STYLE_CONFIDENCE
+  from muse_styledrop.shapes.references import REFERENCE_DIR
+
+  rings = Image.new("RGB", (64, 64), (240, 235, 220))
+  draw = ImageDraw.Draw(rings)
+  for r in range(30, 0, -4):
+    draw.ellipse((32 - r, 32 - r, 32 + r, 32 + r), outline=(30, 60, 150) if r % 8 else (200, 80, 40), width=2)
+  rings.save(tmp_path / "rings.png")
+  assert grading.read_reference(grader, tmp_path / "rings.png")["style_confidence"] < STYLE_CONFIDENCE
+  shipped = sorted(REFERENCE_DIR.glob("*.png"))
+  assert len(shipped) == 6
+  for path in shipped:
+    seen = grading.read_reference(grader, path)
+    assert seen["style_confidence"] >= STYLE_CONFIDENCE and seen["style"] == path.stem, (path.name, seen)
+
+
+def test_grading_without_a_style_reports_shape_and_colour_with_standard_errors(grader):
+  scenes = grading.eval_scenes(8, 3)
+  pictures = np.stack([shapes.render(scene, "flat", seed=i) for i, scene in enumerate(scenes)])
+  graded = grading.grade(pictures, scenes, None, grader)
+  assert "style_accuracy" not in graded and graded["count"] == 8
+  p = graded["content_accuracy"]
+  assert graded["content_accuracy_se"] == round(float(np.sqrt(p * (1 - p) / 8)), 4)
+  assert "style_accuracy_se" in grading.grade(pictures, scenes, ["flat"] * 8, grader)

@@ -26,12 +26,12 @@ class Evaluator:
   def __init__(
     self,
     prompts: str = "evaluation",
-    samples_per_prompt: int = 2,
+    samples_per_prompt: int = 1,
     seed: int = 1234,
     clip_model: str = "",
     compare_base: bool = True,
     reference: str = "",
-    batch: int = 32,
+    batch: int = 64,
   ):
     """`prompts`: a prompt set's name or a file (one content prompt a line); `clip_model`: a CLIPModel directory
     ('' = the base model's clip/ folder); `reference`: the style picture ('' = the run's style pictures)."""
