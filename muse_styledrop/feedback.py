@@ -96,34 +96,55 @@ def choose(how: str, scores_PN: np.ndarray | None, shape_PN: tuple[int, int], ke
 # ----------------------------------------------------------------------------
 
 
-def selection_page(entries: list[dict], style_phrase: str) -> str:
-  """The pool as one HTML form: a row per prompt, a checkbox under each picture."""
+PAGE_STYLE = (
+  "body{font-family:sans-serif;margin:1em;max-width:1200px} .row{display:flex;flex-wrap:wrap;gap:8px}"
+  "img{image-rendering:pixelated;border:3px solid #ddd;width:128px;height:128px;max-width:28vw;max-height:28vw}"
+  "label{text-align:center;cursor:pointer} input:checked+img,label:has(input:checked) img{border-color:#2a7}"
+  "header{position:sticky;top:0;background:#fff;padding:.5em 0;border-bottom:1px solid #ccc;display:flex;"
+  "flex-wrap:wrap;gap:1em;align-items:center} header img{width:96px;height:96px} button{font-size:1em;padding:.4em 1em}"
+  "h3{margin:1em 0 .3em;font-size:1em}"
+)
+
+
+def selection_page(entries: list[dict], style_phrase: str, reference: bool) -> str:
+  """The pool as one HTML form: the style reference on top, a row per prompt, a checkbox under each picture."""
   rows, prompt = [], None
   for e in entries:
     if e["prompt"] != prompt:
       prompt = e["prompt"]
       rows.append(f"</div><h3>{html.escape(prompt)}</h3><div class=row>")
     rows.append(
-      f'<label><img src="pool/{e["file"]}" width=128 height=128><br>'
-      f'<input type=checkbox name=keep value="{e["file"]}"></label>'
+      f'<label><input type=checkbox name=keep value="{e["file"]}"><br>'
+      f'<img src="pool/{e["file"]}" alt="{html.escape(e["prompt"])}"></label>'
     )
+  judge = '<img src="reference.png" alt="the style reference">' if reference else ""
   return (
-    "<!doctype html><meta charset=utf-8><title>StyleDrop round 2</title>"
-    "<style>body{font-family:sans-serif;margin:2em} .row{display:flex;flex-wrap:wrap;gap:8px}"
-    "img{image-rendering:pixelated;border:1px solid #ccc} label{text-align:center}</style>"
-    f"<h2>Tick the pictures that show their prompt {html.escape(style_phrase)}</h2>"
-    "<p>The paper's people kept about 10 of a pool. Nothing is written until you press Save."
-    f"<form method=post action=/select><div>{''.join(rows)}</div>"
-    "<p><button type=submit>Save the ticked pictures</button></form>"
+    "<!doctype html><html lang=en><meta charset=utf-8>"
+    '<meta name="viewport" content="width=device-width, initial-scale=1">'
+    f"<title>StyleDrop round 2</title><style>{PAGE_STYLE}</style>"
+    f"<form method=post action=/select><header>{judge}<div>"
+    f"<b>Tick the pictures that show their prompt {html.escape(style_phrase)}"
+    f"{', in the style of this picture' if reference else ''}.</b><br>"
+    "The paper's people kept about 10 of a pool. Save writes your choice (save again to change it); Done ends."
+    "<br><span id=count>0 ticked</span> <button type=submit>Save</button> "
+    '<button type=submit formaction="/done">Done</button></div></header>'
+    f"<div>{''.join(rows)}</div></form>"
+    "<script>const boxes=document.querySelectorAll('input[name=keep]'),count=document.getElementById('count');"
+    "const show=()=>count.textContent=[...boxes].filter(b=>b.checked).length+' ticked';"
+    "boxes.forEach(b=>b.addEventListener('change',show));show();</script></html>"
   )
 
 
-def ask_human(out: Path, entries: list[dict], style_phrase: str, port: int, on_ready=print) -> list[str]:
-  """Serve the pool at http://127.0.0.1:port until a person saves a selection; return the ticked file names."""
-  page = selection_page(entries, style_phrase).encode()
+def ask_human(
+  out: Path, entries: list[dict], style_phrase: str, port: int, on_save, reference: Path | None = None, on_ready=print
+) -> list[str]:
+  """Serve the pool at http://127.0.0.1:port; each Save hands the ticked file names to `on_save`, and Done (after a
+  save) stops the server. Returns the last saved names."""
+  page = selection_page(entries, style_phrase, reference is not None).encode()
+  judged = None if reference is None else images.png_bytes(images.to_uint8(images.load_image(reference, 256)))
   known = {e["file"] for e in entries}
   chosen: list[str] = []
-  done = threading.Event()
+  done, saving = threading.Event(), threading.Lock()
 
   class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):  # no access log on the terminal
@@ -142,19 +163,26 @@ def ask_human(out: Path, entries: list[dict], style_phrase: str, port: int, on_r
         self._send(200, page)
       elif name.startswith("pool/") and name[5:] in known:
         self._send(200, (out / name).read_bytes(), "image/png")
+      elif name == "reference.png" and judged is not None:
+        self._send(200, judged, "image/png")
       else:
         self._send(404, b"not found")
 
     def do_POST(self):
-      if self.path != "/select":
+      if self.path not in ("/select", "/done"):
         return self._send(404, b"not found")
       form = urllib.parse.parse_qs(self.rfile.read(int(self.headers.get("Content-Length", 0))).decode())
       ticked = [f for f in form.get("keep", []) if f in known]
       if not ticked:
         return self._send(400, b"<p>Nothing was ticked: go back, tick the good pictures and save again.")
-      chosen[:] = ticked
-      self._send(200, f"<p>Saved {len(ticked)} pictures. You can close this page.".encode())
-      done.set()
+      with saving:  # one save at a time; each replaces selected/ whole
+        on_save(ticked)
+        chosen[:] = ticked
+      if self.path == "/done":
+        self._send(200, f"<p>Saved {len(ticked)} pictures. You can close this page.".encode())
+        done.set()
+      else:
+        self._send(200, f"<p>Saved {len(ticked)} pictures. <a href=/>Back</a> to change them, then Done.".encode())
 
   server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
   thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -265,11 +293,6 @@ def run_feedback(
   if select_how == "clip":
     scores = clip_scores(Path(clip_model), pictures, [data.join_prompt(c, style_phrase) for c in contents])
   entries = write_pool(out, pictures, contents, style_phrase, scores)
-  if select_how == "human":
-    names = ask(out, entries, style_phrase, port)
-  else:
-    pairs = choose(select_how, scores, pictures.shape[:2], keep, seed)
-    names = [pool_file(i, j) for i, j in pairs]
   record = {
     "adapter": str(adapter),
     "base_fingerprint": pipe.fingerprint,
@@ -285,7 +308,12 @@ def run_feedback(
     "round1_evals": sorted(meta.get("config", {}).get("evals", {})),
     "base_model": base_model,
   }
-  return write_selected(out, entries, names, record)
+  if select_how == "human":
+    round1 = [Path(p) for p in meta.get("style_images", []) if Path(p).is_file()]
+    ask(out, entries, style_phrase, port, lambda names: write_selected(out, entries, names, record), *round1[:1])
+    return out / "selected"
+  pairs = choose(select_how, scores, pictures.shape[:2], keep, seed)
+  return write_selected(out, entries, [pool_file(i, j) for i, j in pairs], record)
 
 
 # ----------------------------------------------------------------------------

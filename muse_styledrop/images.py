@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -42,6 +43,18 @@ def load_image(path: str | Path, size: int) -> np.ndarray:
   left, top = (w - size) // 2, (h - size) // 2
   im = im.crop((left, top, left + size, top + size))
   return np.asarray(im, np.float32) / 255.0
+
+
+def to_uint8(image_HWC: np.ndarray) -> np.ndarray:
+  """A float image in [0, 1] as uint8 pixels."""
+  return (np.clip(image_HWC, 0, 1) * 255).round().astype(np.uint8)
+
+
+def png_bytes(image_HWC: np.ndarray) -> bytes:
+  """A uint8 RGB array as the bytes of a PNG file."""
+  buffer = io.BytesIO()
+  Image.fromarray(np.asarray(image_HWC, np.uint8)).save(buffer, format="PNG")
+  return buffer.getvalue()
 
 
 def save_png(image_HWC: np.ndarray, path: str | Path) -> Path:

@@ -1,6 +1,7 @@
 """The evaluate command and its CLIP scores: parity with transformers, the report, and what a bad request gets."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -134,3 +135,28 @@ def test_default_out_and_prompts():
   assert evaluate.default_out(Path("/r/adapter.safetensors")) == Path("/r/adapter_evaluation")
   assert evaluate.default_prompts({"config": {"evals": {"shapes_oracle": {}}}}) == "shapes"
   assert evaluate.default_prompts({"config": {"evals": {}}}) == "evaluation"
+
+
+def test_report_opens_in_a_real_browser(evaluated):
+  """report.html in headless Chromium: the table, the scatter and every picture load."""
+  from test_feedback import chromium
+
+  executable = chromium()
+  from playwright.sync_api import sync_playwright
+
+  _, out, _, _ = evaluated
+  with sync_playwright() as p:
+    browser = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+    try:
+      page = browser.new_page(viewport={"width": 1000, "height": 900})
+      page.goto((out / "report.html").as_uri())
+      rows = page.locator("tr").all_inner_texts()
+      assert rows[0].split("\t")[1:] == ["CLIP text", "CLIP style", "oracle style", "oracle shape+colour"]
+      assert [r.split("\t")[0] for r in rows[1:]] == ["StyleDrop adapter", "base + style phrase"]
+      assert page.locator("svg circle").count() >= 2
+      widths = page.evaluate("[...document.images].map(i => i.naturalWidth)")
+      assert widths and all(w > 0 for w in widths)
+      if os.environ.get("MUSE_STYLEDROP_SCREENSHOTS"):
+        page.screenshot(path=os.path.join(os.environ["MUSE_STYLEDROP_SCREENSHOTS"], "report.png"), full_page=True)
+    finally:
+      browser.close()

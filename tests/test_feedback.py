@@ -1,6 +1,9 @@
 """Round 2 (muse_styledrop.feedback): the pool, the three selections, and the style set it hands the trainer."""
 
+import io
 import json
+import os
+import shutil
 import sys
 import threading
 import urllib.error
@@ -120,33 +123,100 @@ def test_clip_feedback_keeps_each_prompts_best_scored_picture(amused_dir, clip_d
     feedback.clip_scores(tmp_path, pictures.reshape(2, 4, *pictures.shape[1:]), ["a house", "a cat on a mat"])
 
 
-def test_human_selection_page_keeps_what_a_person_ticks(pool_run):
-  out, _ = pool_run
+def serve_pool(pool_run, tmp_path):
+  """The person's page over a copy of the pool, served from a thread; saves write the copy's selected/."""
+  out = tmp_path / "out"
+  shutil.copytree(pool_run[0], out)
+  shutil.rmtree(out / "selected")
   entries = json.loads((out / "pool" / "pool.json").read_text())
-  ready = threading.Event()
-  url = {}
+  reference = tmp_path / "round1.png"
+  Image.fromarray(np.full((40, 40, 3), (200, 60, 30), np.uint8)).save(reference)
+  ready, url, result = threading.Event(), {}, {}
 
   def on_ready(message):
     url["root"] = message.split(" at ")[1].split(" ")[0]
     ready.set()
 
-  result = {}
+  save = lambda names: feedback.write_selected(out, entries, names, {"select": "human"})
   thread = threading.Thread(
-    target=lambda: result.update(files=feedback.ask_human(out, entries, "in sks style", 0, on_ready=on_ready))
+    target=lambda: result.update(
+      files=feedback.ask_human(out, entries, "in sks style", 0, save, reference, on_ready=on_ready)
+    )
   )
   thread.start()
   assert ready.wait(10)
-  page = urllib.request.urlopen(url["root"]).read().decode()
-  assert page.count("type=checkbox") == 6 and "a cat on a mat in sks style" in page
-  png = urllib.request.urlopen(url["root"] + "pool/p01_02.png").read()
+  return out, url["root"], thread, result
+
+
+def kept(out):
+  record = json.loads((out / "selected" / "selection.json").read_text())
+  captions = (out / "selected" / "captions.txt").read_text().splitlines()
+  assert sorted(p.name for p in (out / "selected").glob("*.png")) == sorted(e["file"] for e in record["kept"])
+  assert [line.split("\t")[0] for line in captions] == [e["file"] for e in record["kept"]]
+  return [e["file"] for e in record["kept"]]
+
+
+def test_human_selection_page_serves_the_pool_and_keeps_what_is_posted(pool_run, tmp_path):
+  out, root, thread, result = serve_pool(pool_run, tmp_path)
+  page = urllib.request.urlopen(root).read().decode()
+  assert page.count("type=checkbox") == 6 and "a cat on a mat in sks style" in page and "reference.png" in page
+  png = urllib.request.urlopen(root + "pool/p01_02.png").read()
   assert png == (out / "pool" / "p01_02.png").read_bytes()
+  assert Image.open(io.BytesIO(urllib.request.urlopen(root + "reference.png").read())).size == (256, 256)
   with pytest.raises(urllib.error.HTTPError):  # only the pool's files are served
-    urllib.request.urlopen(url["root"] + "pool/../selection.json")
+    urllib.request.urlopen(root + "pool/../selection.json")
   with pytest.raises(urllib.error.HTTPError):  # nothing ticked: asked again
-    urllib.request.urlopen(url["root"] + "select", data=b"")
-  urllib.request.urlopen(url["root"] + "select", data=b"keep=p00_01.png&keep=p01_02.png&keep=evil.png")
+    urllib.request.urlopen(root + "select", data=b"")
+  urllib.request.urlopen(root + "select", data=b"keep=p00_01.png&keep=p01_02.png&keep=evil.png")
+  assert kept(out) == ["p00_01.png", "p01_02.png"] and thread.is_alive()  # saved; the page stays up
+  urllib.request.urlopen(root + "done", data=b"keep=p01_00.png")
   thread.join(10)
-  assert result["files"] == ["p00_01.png", "p01_02.png"]
+  assert not thread.is_alive() and result["files"] == ["p01_00.png"] and kept(out) == ["p01_00.png"]
+
+
+def chromium():
+  found = shutil.which("chromium") or shutil.which("chromium-browser")
+  if not found and not os.environ.get("MUSE_STYLEDROP_REQUIRE_BROWSER"):
+    pytest.skip("no chromium here (.ci/run installs it; apt-get install chromium)")
+  assert found, "MUSE_STYLEDROP_REQUIRE_BROWSER is set but no chromium is installed"
+  return found
+
+
+def test_human_selection_page_in_a_real_browser(pool_run, tmp_path):
+  """A person's session in headless Chromium at phone width: a click and the keyboard tick pictures, Save writes
+  selected/, a second choice replaces it whole, and Done stops the server."""
+  executable = chromium()
+  from playwright.sync_api import sync_playwright
+
+  out, root, thread, result = serve_pool(pool_run, tmp_path)
+  with sync_playwright() as p:
+    browser = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+    try:
+      page = browser.new_page(viewport={"width": 390, "height": 844})
+      page.goto(root)
+      count = page.locator("#count")
+      assert count.inner_text() == "0 ticked"
+      assert page.evaluate("document.querySelector('header img').naturalWidth") == 256  # the style reference
+      assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling on a phone
+      assert page.locator("h3").all_inner_texts() == ["a house in sks style", "a cat on a mat in sks style"]
+      page.locator('img[src="pool/p00_01.png"]').click()  # a click on the picture ticks it
+      page.locator('input[value="p01_02.png"]').focus()
+      page.keyboard.press("Space")  # and so does the keyboard
+      assert count.inner_text() == "2 ticked"
+      if os.environ.get("MUSE_STYLEDROP_SCREENSHOTS"):
+        page.screenshot(path=os.path.join(os.environ["MUSE_STYLEDROP_SCREENSHOTS"], "feedback_page.png"))
+      page.get_by_role("button", name="Save").click()
+      assert "Saved 2 pictures" in page.inner_text("body")
+      assert kept(out) == ["p00_01.png", "p01_02.png"]
+      page.goto(root)
+      page.locator('input[value="p00_02.png"]').check()
+      page.get_by_role("button", name="Done").click()
+      assert "Saved 1 pictures" in page.inner_text("body")
+    finally:
+      browser.close()
+  thread.join(10)
+  assert not thread.is_alive() and result["files"] == ["p00_02.png"]
+  assert kept(out) == ["p00_02.png"] and not (out / "selected.tmp").exists()
 
 
 def test_bad_requests_are_clear_errors_before_any_work(tmp_path):

@@ -61,7 +61,7 @@ class Evaluator:
     prompts = [data.join_prompt(c, run.style.style_phrase) for c in contents]
     side = run.pipe.grid_hw[0] * run.pipe.downscale
     references = [Path(self.reference)] if self.reference else run.style.paths
-    reference = np.stack([(images.load_image(p, side) * 255).round().astype(np.uint8) for p in references])
+    reference = np.stack([images.to_uint8(images.load_image(p, side)) for p in references])
     draw = lambda adapter, settings: run.pipe.draw(
       prompts, settings, seed=self.seed, adapter=adapter, state=run.state, batch=self.batch, progress="clip scores"
     )

@@ -82,7 +82,7 @@ class Evaluator:
       content = f"{grades[who]['content_accuracy']:.0%} shape+colour"
       return f"{grades[who]['style_accuracy']:.0%} style, {content}" if in_world else content
 
-    picture = (images.load_image(reference, side) * 255).round().astype("uint8")
+    picture = images.to_uint8(images.load_image(reference, side))
     bands = [
       (f"reference: {reference.name}", picture[None]),
       (f"StyleDrop adapter: {label('adapter')} ({style or 'a style outside the shapes world'})", pictures["adapter"]),
