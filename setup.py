@@ -29,8 +29,8 @@ setup(
     ],
     extras_require={
         # The PyTorch originals, for parity tests and side-by-side benchmarks only; pytest-xdist runs the
-        # suite on two workers (pytest.ini).
-        "test": ["pytest>=8", "pytest-xdist>=3", "torch==2.13.0", "diffusers>=0.32", "ruff>=0.6"],
+        # suite on two workers (pytest.ini); Playwright drives a system Chromium in the browser tests.
+        "test": ["pytest>=8", "pytest-xdist>=3", "torch==2.13.0", "diffusers>=0.32", "ruff>=0.6", "playwright>=1.40"],
         "bench": ["peft>=0.13"],  # diffusers' LoRA recipe in benchmarks/train_step.py
         "tfds": ["tensorflow-datasets"],
         # libtpu: runs on a TPU VM, and lets `python -m muse_styledrop.aot` compile for TPU slices on any machine

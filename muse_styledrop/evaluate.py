@@ -129,36 +129,37 @@ def table_rows(scores: dict) -> list[tuple[str, list[str]]]:
   return [(label, [cell(scores[who], k) for k in COLUMNS]) for who, label in ROWS.items() if who in scores]
 
 
-def scatter_svg(record: dict, width: int = 420, height: int = 320) -> str:
+def scatter_svg(record: dict, width: int = 560, height: int = 380) -> str:
   """Text score (x) against style score (y), one dot per picture, adapter and base in two colours."""
   colours = {"adapter": "#d6604d", "base": "#4393c3"}
   points = {who: list(zip(record[who]["clip_text"], record[who]["clip_style"])) for who in colours if who in record}
   every = [p for pts in points.values() for p in pts]
   x0, x1 = min(p[0] for p in every), max(p[0] for p in every)
   y0, y1 = min(p[1] for p in every), max(p[1] for p in every)
-  pad, span = 40, lambda a, b: (b - a) or 1.0
-  sx = lambda x: pad + (x - x0) / span(x0, x1) * (width - 2 * pad)
-  sy = lambda y: height - pad - (y - y0) / span(y0, y1) * (height - 2 * pad)
+  left, right, top, bottom = 56, 16, 34, 44  # the legend sits in the top margin, clear of the dots
+  span = lambda a, b: (b - a) or 1.0
+  sx = lambda x: left + (x - x0) / span(x0, x1) * (width - left - right)
+  sy = lambda y: height - bottom - (y - y0) / span(y0, y1) * (height - top - bottom)
   dots = "".join(
-    f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{colours[who]}" fill-opacity="0.6"/>'
+    f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3.5" fill="{colours[who]}" fill-opacity="0.65"/>'
     for who, pts in points.items()
     for x, y in pts
   )
   legend = "".join(
-    f'<circle cx="{width - 150}" cy="{16 + 16 * i}" r="4" fill="{colours[who]}"/>'
-    f'<text x="{width - 140}" y="{20 + 16 * i}" font-size="12">{ROWS[who]}</text>'
+    f'<circle cx="{left + 8 + 190 * i}" cy="14" r="5" fill="{colours[who]}"/>'
+    f'<text x="{left + 18 + 190 * i}" y="18" font-size="13">{ROWS[who]}</text>'
     for i, who in enumerate(points)
   )
+  base_y, end_x = height - bottom, width - right
   axes = (
-    f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#333"/>'
-    f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#333"/>'
-    f'<text x="{width / 2}" y="{height - 8}" font-size="12" text-anchor="middle">CLIP text score</text>'
-    f'<text x="12" y="{height / 2}" font-size="12" text-anchor="middle" '
-    f'transform="rotate(-90 12 {height / 2})">CLIP style score</text>'
-    f'<text x="{pad}" y="{height - pad + 14}" font-size="10">{x0:.3f}</text>'
-    f'<text x="{width - pad}" y="{height - pad + 14}" font-size="10" text-anchor="end">{x1:.3f}</text>'
-    f'<text x="{pad - 4}" y="{height - pad}" font-size="10" text-anchor="end">{y0:.3f}</text>'
-    f'<text x="{pad - 4}" y="{pad + 4}" font-size="10" text-anchor="end">{y1:.3f}</text>'
+    f'<rect x="{left}" y="{top}" width="{end_x - left}" height="{base_y - top}" fill="none" stroke="#999"/>'
+    f'<text x="{(left + end_x) / 2}" y="{height - 8}" font-size="13" text-anchor="middle">CLIP text score</text>'
+    f'<text x="14" y="{(top + base_y) / 2}" font-size="13" text-anchor="middle" '
+    f'transform="rotate(-90 14 {(top + base_y) / 2})">CLIP style score</text>'
+    f'<text x="{left}" y="{base_y + 16}" font-size="11">{x0:.3f}</text>'
+    f'<text x="{end_x}" y="{base_y + 16}" font-size="11" text-anchor="end">{x1:.3f}</text>'
+    f'<text x="{left - 4}" y="{base_y}" font-size="11" text-anchor="end">{y0:.3f}</text>'
+    f'<text x="{left - 4}" y="{top + 10}" font-size="11" text-anchor="end">{y1:.3f}</text>'
   )
   return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">{axes}{dots}{legend}</svg>'
 
@@ -182,7 +183,7 @@ def report_html(scores: dict, clip_record: dict, grids: list[tuple[str, str]]) -
     f"<title>StyleDrop evaluation: {html.escape(about['style_phrase'])}</title>"
     "<style>body{font-family:sans-serif;margin:1.5em;max-width:1100px} table{border-collapse:collapse}"
     "td,th{border:1px solid #ccc;padding:4px 10px;text-align:right} th:first-child{text-align:left}"
-    "img{image-rendering:pixelated;max-width:100%} figure{margin:1em 0} .muted{color:#666}</style>"
+    "img,svg{max-width:100%} img{image-rendering:pixelated} figure{margin:1em 0} .muted{color:#666}</style>"
     f"<h1>StyleDrop evaluation: “{html.escape(about['style_phrase'])}”</h1>"
     f"<p class=muted>adapter {html.escape(about['adapter'])} · base {html.escape(about['base_model'])} "
     f"(fingerprint {html.escape(about['base_fingerprint'])}) · prompts {html.escape(about['prompts'])}, "
