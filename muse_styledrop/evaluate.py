@@ -75,6 +75,10 @@ def evaluate(
   )
   recorded_base = meta.get("config", {}).get("base_model", "")
   pipe = Pipeline.from_pretrained(resolve_base_model(base_model or recorded_base), resolve_dtype("auto"))
+  if clip.clip_dir(pipe.path) is None:
+    raise EvaluateError(
+      f"the base model {pipe.path} ships no clip/ folder; give --clip_model, a transformers CLIPModel directory"
+    )
   pipe.load_adapter(adapter_path)
   style = data.StyleSet([Path(p) for p in meta.get("style_images", [])], [], meta.get("style_phrase", ""))
   if not reference and not style.paths:

@@ -131,6 +131,22 @@ def test_bad_requests_are_one_line_and_write_nothing(evaluated, tmp_path, args, 
   assert not (tmp_path / "o").exists()
 
 
+def test_a_base_without_a_clip_is_refused_by_evaluate_and_skipped_in_training(evaluated, amused_dir, capsys):
+  from muse_styledrop import data, evaluators
+  from muse_styledrop.evaluators import clip_scores
+  from muse_styledrop.pipeline import Pipeline
+  from muse_styledrop.sampling import SamplingSettings
+
+  adapter, _, _, kw = evaluated
+  with pytest.raises(evaluate.EvaluateError, match="ships no clip/ folder; give --clip_model"):
+    evaluate.evaluate(str(adapter), **{**kw, "clip_model": ""})
+  pipe = Pipeline.from_pretrained(amused_dir)
+  settings = SamplingSettings.from_dict(json.loads(adapter.with_suffix(".json").read_text())["sampling"])
+  run = evaluators.Run(pipe, settings, data.StyleSet([], [], "in sks style"), adapter=None)
+  assert clip_scores.Evaluator(prompts="paper")(run).metrics == {}  # a finished training run keeps its adapter
+  assert "evals.clip.clip_model is empty; not scored" in capsys.readouterr().out
+
+
 def test_default_out_and_prompts():
   assert evaluate.default_out(Path("/r/adapter.safetensors")) == Path("/r/adapter_evaluation")
   assert evaluate.default_prompts({"config": {"evals": {"shapes_oracle": {}}}}) == "shapes"

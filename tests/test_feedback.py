@@ -84,7 +84,7 @@ def test_round2_variant_is_the_papers_adapter_graded_on_round_1s_picture():
   assert c.style_images == "runs/feedback/selected" and c.content_prompts == ""  # feedback's default --out
   assert c.evals.shapes_oracle.reference == style_one_shot.REFERENCE["image"]
   both = style_one_shot.get_config("paper,round2")  # variants compose: the paper's recipe, round 2's adapter
-  assert (both.adapter.hidden, both.optimizer.learning_rate, dict(both.evals)) == (32, 3e-5, {})
+  assert (both.adapter.hidden, both.optimizer.learning_rate, list(both.evals)) == (32, 3e-5, ["clip"])
 
 
 def test_selection_keeps_the_best_scored_or_a_seeded_random_pick():

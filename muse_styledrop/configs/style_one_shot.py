@@ -115,7 +115,9 @@ def paper(c):
   c.optimizer.learning_rate = 3e-5
   c.steps = 1000
   c.adapter.blocks = False
-  c.evals = {}
+  # CLIP text and style scores on the evaluation prompts (docs/evaluation.md); a base without a clip/ folder needs
+  # --config.evals.clip.clip_model=DIR, or it is not scored
+  c.evals = dict(clip=dict(prompts="evaluation", samples_per_prompt=1, seed=1234, clip_model="", reference=""))
   c.feedback_prompts = "paper"
   c.sample.prompts = ["a house", "a cat", "a tree", "a car"]
   c.sample.steps = 36

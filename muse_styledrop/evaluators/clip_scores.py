@@ -45,17 +45,19 @@ class Evaluator:
     self.prompts, self.samples_per_prompt, self.seed = prompts, samples_per_prompt, seed
     self.clip_model, self.compare_base, self.reference, self.batch = clip_model, compare_base, reference, batch
 
-  def scorer(self, run: Run) -> CLIPScorer:
-    path = Path(self.clip_model).expanduser() if self.clip_model else Path(run.pipe.path) / CLIP_FOLDER
-    if not self.clip_model and not (path / "config.json").is_file():
-      raise FileNotFoundError(
-        f"the base model {run.pipe.path} ships no clip/ folder for CLIP scores; give a transformers CLIPModel "
-        "directory (--clip_model, or config.evals.clip.clip_model)"
-      )
-    return CLIPScorer(path)
+  def clip_dir(self, base: Path | None) -> Path | None:
+    """The CLIP to score with: the one named, else the base model's clip/ folder; None when there is neither."""
+    if self.clip_model:
+      return Path(self.clip_model).expanduser()
+    found = None if base is None else Path(base) / CLIP_FOLDER
+    return found if found is not None and (found / "config.json").is_file() else None
 
   def __call__(self, run: Run) -> Result:
-    scorer = self.scorer(run)
+    clip_dir = self.clip_dir(run.pipe.path)
+    if clip_dir is None:
+      print(f"clip: the base {run.pipe.path} ships no clip/ folder and evals.clip.clip_model is empty; not scored")
+      return Result(metrics={})
+    scorer = CLIPScorer(clip_dir)
     n = self.samples_per_prompt
     contents = [c for c in self.contents for _ in range(n)]
     prompts = [data.join_prompt(c, run.style.style_phrase) for c in contents]
