@@ -46,7 +46,7 @@ if [[ -n "${SLURM_JOB_ID:-}" ]]; then
   if [[ $dry_run -eq 1 ]] && ! command -v scontrol > /dev/null; then
     first="<first node of the allocation>"
   else
-    first="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"
+    first="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)"  # reads it all: head would close the pipe early (SIGPIPE under pipefail)
   fi
   echo "environment: JAX_COORDINATOR_ADDRESS=$first:$port JAX_NUM_PROCESSES=$nodes JAX_PROCESS_ID=\$SLURM_PROCID"
   run srun --nodes="$nodes" --ntasks="$nodes" --ntasks-per-node=1 --gpus-per-node="$gpus" bash -c \
