@@ -72,27 +72,6 @@ def test_main_command_runs_on_the_embedded_base_and_grades_adapter_and_base(tmp_
   right = sum(read.split()[2] == "mosaic" for read in ceiling_reads) / 8
   assert right == summary["ceiling"]["style_accuracy"]
 
-  # evaluate, with no flag but a short prompt list, regrades the same prompts and seeds as the run did, and scores
-  # CLIP text and style with the base's own clip/ folder
-  prompts = tmp_path / "prompts.txt"
-  # eight, as the oracle's: the samplers it compiled serve again
-  prompts.write_text("".join(f"a {c} {s}\n" for c in ("red", "blue") for s in ("circle", "square", "star", "heart")))
-  result = subprocess.run(
-    [sys.executable, "-m", "muse_styledrop.evaluate", f"--adapter={tmp_path}", f"--prompts={prompts}"],
-    capture_output=True,
-    text=True,
-    cwd=ROOT,
-    timeout=900,
-    env={k: v for k, v in os.environ.items() if k != "XLA_FLAGS"},
-  )
-  assert result.returncode == 0, result.stderr[-3000:]
-  scores = json.loads((tmp_path / "evaluation" / "scores.json").read_text())
-  for who in ("adapter", "base", "ceiling"):
-    assert {k: scores[who][k] for k in summary[who]} == summary[who], who
-  for who in ("adapter", "base"):
-    assert scores[who]["clip_text"]["n"] == 8 and -1 <= scores[who]["clip_style"]["mean"] <= 1
-  assert (tmp_path / "evaluation" / "report.html").is_file()
-
 
 def test_base_quality_grades_every_sampler():
   from muse_styledrop.shapes import grading

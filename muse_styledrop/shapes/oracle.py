@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from muse_styledrop import files, weights
 from muse_styledrop.frozen import frozen_jit
+from muse_styledrop.models import layers
 from muse_styledrop.shapes.styles import STYLES
 from muse_styledrop.shapes.world import COLOURS, SHAPES
 
@@ -76,7 +77,7 @@ def load(directory: Path = ORACLE_DIR) -> Oracle:
   if not (directory / "oracle.safetensors").is_file():
     raise FileNotFoundError(f"no oracle in {directory}; train one with python -m muse_styledrop.shapes.oracle")
   config = weights.dataclass_from_dict(OracleConfig, files.read_json(directory / "config.json"))
-  model = Oracle(config, rngs=nnx.Rngs(0))
+  model = layers.abstract(lambda rngs: Oracle(config, rngs=rngs))  # no random init: the file fills every weight
   weights.load_params(model, weights.read_tensors([directory / "oracle.safetensors"]), "oracle")
   return model
 
