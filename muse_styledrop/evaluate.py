@@ -101,6 +101,7 @@ def evaluate(
     "prompts": evals["clip"].prompts,
     "samples_per_prompt": samples_per_prompt,
     "seed": seed,
+    "out": str(out_dir),
   }
   write_report(out_dir, scores, results)
   return scores
@@ -262,7 +263,7 @@ def main(argv):
     compare_base=FLAGS.compare_base,
     seed=FLAGS.seed,
   )
-  out = Path(FLAGS.out) if FLAGS.out else default_out(Path(FLAGS.adapter).expanduser())
+  out = Path(scores["about"]["out"])
   for label, cells in table_rows(scores):
     print(f"{label:30s} " + "  ".join(f"{c:>16s}" for c in cells))
   print(f"wrote {out / 'scores.json'} and {out / 'report.html'}")
