@@ -20,6 +20,7 @@ import numpy as np
 from absl import app, flags
 
 from muse_styledrop import weights
+from muse_styledrop.frozen import frozen_jit
 from muse_styledrop.tokenizer import Tokenizer
 
 FLAGS = flags.FLAGS
@@ -66,6 +67,11 @@ def _torch():
   return torch
 
 
+def penultimate_and_embeds(encoder, ids):
+  out, embeds = encoder.encode_text(ids)
+  return out.penultimate_BTD, embeds
+
+
 def check_amused(path: Path, batch: int, seed: int, rtol: float, id_agreement: float, variant=None) -> list[Row]:
   torch = _torch()
   from diffusers import UVit2DModel as TorchUVit  # noqa: PLC0415
@@ -82,8 +88,8 @@ def check_amused(path: Path, batch: int, seed: int, rtol: float, id_agreement: f
   with torch.no_grad():
     r = ref_text(torch.from_numpy(ids).long(), output_hidden_states=True)
   our_text = weights.load_clip(path / "text_encoder", variant)
-  out, embeds = our_text.encode_text(jnp.asarray(ids))
-  rows.append(compare("text encoder penultimate hidden states", out.penultimate_BTD, r.hidden_states[-2], rtol))
+  penultimate, embeds = frozen_jit(penultimate_and_embeds, our_text)(jnp.asarray(ids))
+  rows.append(compare("text encoder penultimate hidden states", penultimate, r.hidden_states[-2], rtol))
   rows.append(compare("text encoder text_embeds", embeds, r.text_embeds, rtol))
   del ref_text, our_text
 
@@ -95,7 +101,7 @@ def check_amused(path: Path, batch: int, seed: int, rtol: float, id_agreement: f
   with torch.no_grad():
     latents = ref_vq.encode(torch.from_numpy(images).permute(0, 3, 1, 2)).latents
     ref_ids = ref_vq.quantize(latents)[2][2].reshape(batch, 8, 8)
-  our_ids = np.asarray(our_vq.encode(jnp.asarray(images)))
+  our_ids = np.asarray(frozen_jit(lambda m, x: m.encode(x), our_vq)(jnp.asarray(images)))
   agree = float((our_ids == ref_ids.numpy()).mean())
   rows.append(
     Row(
@@ -110,7 +116,9 @@ def check_amused(path: Path, batch: int, seed: int, rtol: float, id_agreement: f
     ref_dec = ref_vq.decode(
       ref_ids.reshape(-1), force_not_quantize=True, shape=(batch, 8, 8, ref_vq.config.latent_channels)
     ).sample.permute(0, 2, 3, 1)
-  rows.append(compare("VQ decode", our_vq.decode(jnp.asarray(ref_ids.numpy())), ref_dec, rtol))
+  rows.append(
+    compare("VQ decode", frozen_jit(lambda m, ids: m.decode(ids), our_vq)(jnp.asarray(ref_ids.numpy())), ref_dec, rtol)
+  )
   del ref_vq, our_vq
 
   # Transformer.
@@ -135,7 +143,9 @@ def check_amused(path: Path, batch: int, seed: int, rtol: float, id_agreement: f
     ref_logits = ref_tr(
       torch.from_numpy(tokens).long(), torch.from_numpy(text), torch.from_numpy(pooled), torch.from_numpy(micro)
     ).permute(0, 2, 3, 1)
-  our_logits = our_tr(jnp.asarray(tokens), jnp.asarray(text), jnp.asarray(pooled), jnp.asarray(micro))
+  our_logits = frozen_jit(lambda m, *a: m(*a), our_tr)(
+    jnp.asarray(tokens), jnp.asarray(text), jnp.asarray(pooled), jnp.asarray(micro)
+  )
   rows.append(compare(f"transformer logits ({grid}x{grid} tokens{extension})", our_logits, ref_logits, rtol))
   return rows
 
@@ -161,8 +171,8 @@ def check_clip(path: Path, batch: int, seed: int, rtol: float, variant=None) -> 
       tids = torch.from_numpy(ids).long()
       r = ref.text_model(tids, output_hidden_states=True)
       proj = ref.text_projection(r.pooler_output)
-    out, embeds = ours.encode_text(jnp.asarray(ids))
-    rows.append(compare("CLIP text penultimate hidden states", out.penultimate_BTD, r.hidden_states[-2], rtol))
+    penultimate, embeds = frozen_jit(penultimate_and_embeds, ours)(jnp.asarray(ids))
+    rows.append(compare("CLIP text penultimate hidden states", penultimate, r.hidden_states[-2], rtol))
     rows.append(compare("CLIP text embeddings", embeds, proj, rtol))
   if config.vision is not None:
     s = config.vision.image_size
@@ -170,7 +180,11 @@ def check_clip(path: Path, batch: int, seed: int, rtol: float, variant=None) -> 
     with torch.no_grad():
       r = ref.vision_model(torch.from_numpy(pixels).permute(0, 3, 1, 2))
       proj = ref.visual_projection(r.pooler_output)
-    rows.append(compare("CLIP image embeddings", ours.encode_image(jnp.asarray(pixels)), proj, rtol))
+    rows.append(
+      compare(
+        "CLIP image embeddings", frozen_jit(lambda m, x: m.encode_image(x), ours)(jnp.asarray(pixels)), proj, rtol
+      )
+    )
   return rows
 
 
