@@ -237,7 +237,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
   # -- Restore ----------------------------------------------------------------
   ckpt = checkpointing.Checkpointer(workdir / "checkpoints", use_async=config.checkpoint.use_async)
-  like = {"trainable": trainable, "opt_state": opt_state, "rng": jax.random.key_data(rng)}
+  like = {"trainable": trainable, "opt_state": opt_state, "rng": jax.device_put(jax.random.key_data(rng), rep)}
   state, step = restore_or_start(ckpt, workdir, pipe.fingerprint, like)
 
   # -- Train loop -------------------------------------------------------------
