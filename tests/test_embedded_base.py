@@ -48,7 +48,7 @@ def test_main_command_runs_on_the_embedded_base_and_grades_adapter_and_base(tmp_
       "muse_styledrop.train",
       "--config=configs/style_one_shot.py:runlocal",
       f"--workdir={tmp_path}",
-      "--config.evals.shapes_oracle.prompts=8",
+      "--config.evals.shapes_oracle.prompts=4",
     ],
     capture_output=True,
     text=True,
@@ -59,7 +59,7 @@ def test_main_command_runs_on_the_embedded_base_and_grades_adapter_and_base(tmp_
   assert result.returncode == 0, result.stderr[-3000:]
   summary = json.loads((tmp_path / "summary.json").read_text())
   for who in ("adapter", "base", "ceiling"):
-    assert set(summary[who]) >= {"style_accuracy", "content_accuracy"} and summary[who]["count"] == 8
+    assert set(summary[who]) >= {"style_accuracy", "content_accuracy"} and summary[who]["count"] == 4
   # the world's own pictures of the prompts through the VQ: mosaic survives its tokens (100% in the benchmark)
   assert summary["ceiling"]["style_accuracy"] >= 0.75 and summary["ceiling"]["content_accuracy"] >= 0.5
   assert summary["evaluated_style"] == "mosaic"
@@ -68,8 +68,8 @@ def test_main_command_runs_on_the_embedded_base_and_grades_adapter_and_base(tmp_
   evaluation = json.loads((tmp_path / "evaluation.json").read_text())
   # one oracle reading per prompt, and the grades are those readings counted
   ceiling_reads = evaluation["reads"]["ceiling"]
-  assert len(ceiling_reads) == len(evaluation["prompts"]) == 8
-  right = sum(read.split()[2] == "mosaic" for read in ceiling_reads) / 8
+  assert len(ceiling_reads) == len(evaluation["prompts"]) == 4
+  right = sum(read.split()[2] == "mosaic" for read in ceiling_reads) / 4
   assert right == summary["ceiling"]["style_accuracy"]
 
 

@@ -55,7 +55,7 @@ def test_a_directory_without_both_towers_is_refused(tmp_path, amused_dir):
     CLIPScorer(amused_dir / "text_encoder")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def evaluated(amused_dir, clip_dir, tmp_path_factory):
   from test_feedback import round1_adapter
 

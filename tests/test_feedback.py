@@ -44,7 +44,7 @@ def round1_adapter(amused_dir, folder, phrase="in sks style"):
   return folder / "adapter.safetensors"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def pool_run(amused_dir, tmp_path_factory):
   tmp = tmp_path_factory.mktemp("feedback")
   adapter = round1_adapter(amused_dir, tmp)

@@ -7,13 +7,13 @@ from muse_styledrop import shapes
 from muse_styledrop.shapes import dataset, grading, oracle
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def fresh():
   # seeds far from the oracle's training renders (1,000,000+) and its test set (9,000,000+)
   return dataset.render(240, first_seed=20_000_000, styles=tuple(shapes.STYLES), workers=1)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def grader():
   return oracle.Grader(oracle.load())
 

@@ -25,8 +25,11 @@ from muse_styledrop.shapes import dataset  # noqa: E402
 from muse_styledrop.shapes.styles import STYLES  # noqa: E402
 from muse_styledrop.tokenizer import Tokenizer  # noqa: E402
 
+# one worker runs this module, so its fixtures (pretraining runs, session-scoped) are built once, not per worker
+pytestmark = pytest.mark.xdist_group("pretrain")
 
-@pytest.fixture(scope="module")
+
+@pytest.fixture(scope="session")
 def data_files(tmp_path_factory):
   root = tmp_path_factory.mktemp("shapes")
   dataset.save(dataset.render(48, first_seed=0, styles=("flat", "neon", "stripes"), workers=1), root / "train.npz")
@@ -47,7 +50,7 @@ def tiny_vq(data_files, steps=12, quantizer="vq"):
   return c
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def vq_run(data_files, tmp_path_factory):
   """A tiny VQ pretrained for 8 steps, uninterrupted: (summary, workdir)."""
   workdir = tmp_path_factory.mktemp("vq")
@@ -124,7 +127,7 @@ def tiny_anchored_vq(data_files, steps):
   return c
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def anchored_run(data_files, tmp_path_factory):
   """A tiny anchored VQ trained once: (config, summary, workdir)."""
   c = tiny_anchored_vq(data_files, steps=240)

@@ -99,7 +99,7 @@ def test_rules_alone_give_tensor_parallel_and_replicated_adapters():
   assert sharding.spec(mesh, ("embed", "mlp"), (3, 4), RULES) == jax.sharding.PartitionSpec(None, "model")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def pipelines(amused_dir):
   """The tiny base on one device, and on a data 2 x fsdp 2 x model 2 mesh (shared: each compiles its own)."""
   mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "model": 2})

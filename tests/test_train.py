@@ -18,6 +18,9 @@ from muse_styledrop.models.adapters import AdapterConfig, AdapterParam
 from muse_styledrop.optim import make_optimizer
 from muse_styledrop.pipeline import Pipeline
 
+# one worker runs this module, so its fixtures (the shared training run, session-scoped) are built once
+pytestmark = pytest.mark.xdist_group("train")
+
 CONFIG = Path(__file__).parent.parent / "configs" / "style_one_shot.py"
 
 
@@ -37,7 +40,7 @@ def test_paper_variant_keeps_the_papers_sites_and_guidance_and_the_adapter_confi
   assert not train.adapter_config(paper).blocks
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def style_image(tmp_path_factory):
   path = tmp_path_factory.mktemp("style") / "stripes.png"
   x = np.zeros((48, 40, 3), np.uint8)
@@ -68,7 +71,7 @@ def config_for(amused_dir, style_image, **overrides):
 RUN = dict(steps=20, steps_per_call=5, batch_size=8)  # the shared run; the killed run's command repeats it
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trained(amused_dir, style_image, tmp_path_factory):
   """One finished round-1 run on the tiny base, shared by the tests that need one: (config, summary, workdir)."""
   c = config_for(amused_dir, style_image, **RUN)
