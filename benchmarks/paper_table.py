@@ -235,12 +235,13 @@ def main(argv):
   results = {}
   for style in args.styles:
     results[style] = style_rows(style, Path(args.workdir) / style, grader)
-    if args.out:  # after every style: a stop loses at most the style in progress, whose runs resume
+    # after every style: a stop loses at most the style in progress, whose runs resume
+    if args.out:
       files.write_json(results, Path(args.out))
+    if args.page:
+      files.write_text(page(results, args), Path(args.page))
   print(table(results))
   print("\n".join(claims(results)))
-  if args.page:
-    Path(args.page).write_text(page(results, args))
 
 
 def page(results: dict, args) -> str:

@@ -26,11 +26,16 @@ def read_json(path: Path, error: type[Exception] = FileFormatError) -> Any:
 
 
 def write_json(obj: Any, path: Path) -> None:
-  """Write `obj` as indented JSON, atomically (a temporary file, then a rename)."""
+  """Write `obj` as indented JSON, atomically."""
+  write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", path)
+
+
+def write_text(text: str, path: Path) -> None:
+  """Write `text` atomically (a temporary file, then a rename): a reader sees the old file or the new, whole."""
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+  tmp.write_text(text)
   os.replace(tmp, path)
 
 
