@@ -39,6 +39,8 @@ class TowerConfig:
   vocab_size: int = 49408
   max_position_embeddings: int = 77
   eos_token_id: int = 49407
+  bos_token_id: int = 49406  # not used by the model; written so that transformers finds it inside the vocabulary
+  pad_token_id: int = 1
   # vision
   image_size: int = 224
   patch_size: int = 32

@@ -71,6 +71,8 @@ class CLIPObjective(Objective):
         vocab_size=self.tokenizer.vocab_size,
         max_position_embeddings=config.max_length,
         eos_token_id=eos,
+        bos_token_id=self.tokenizer._tok.bos_token_id,
+        pad_token_id=self.tokenizer._tok.pad_token_id,
       )
       self.clip_config = CLIPConfig(text=text, vision=vision, projection_dim=c.projection_dim, with_logit_scale=True)
 
