@@ -141,6 +141,11 @@ def batch(mesh: Mesh, rules: Rules, ndim: int = 1) -> NamedSharding:
   return NamedSharding(mesh, P(first, *[None] * (ndim - 1)))
 
 
+def stacked_batch(mesh: Mesh, rules: Rules, ndim: int) -> NamedSharding:
+  """The sharding of several steps' batches stacked on a leading axis: each batch as `batch` lays it out."""
+  return NamedSharding(mesh, P(None, *batch(mesh, rules, ndim - 1).spec))
+
+
 def batch_shards(mesh: Mesh, rules: Rules) -> int:
   return math.prod(mesh.shape[a] for a in _mesh_axes(rules, "batch"))
 

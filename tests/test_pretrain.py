@@ -27,6 +27,7 @@ from muse_styledrop.tokenizer import Tokenizer  # noqa: E402
 
 # one worker runs this module, so its fixtures (pretraining runs, session-scoped) are built once, not per worker
 pytestmark = pytest.mark.xdist_group("pretrain")
+ONE_DEVICE = dict(data=1, fsdp=1, model=1)  # tiny batches; the sharded step: test_pretraining_on_a_mesh_*
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +40,7 @@ def data_files(tmp_path_factory):
 
 def tiny_vq(data_files, steps=12, quantizer="vq"):
   c = pretrain_vq.get_config()
+  c.mesh = ONE_DEVICE
   c.quantizer, c.fsq_levels = quantizer, (4, 4)
   c.data.train = str(data_files[0])
   c.evals.shapes_vq.test, c.evals.shapes_vq.oracle_dir = str(data_files[1]), "/nonexistent"
@@ -223,6 +225,7 @@ def test_clip_pretraining_exports_a_model_and_tokenizer_transformers_loads(data_
   from transformers import CLIPModel as TorchCLIP
 
   c = pretrain_clip.get_config()
+  c.mesh = ONE_DEVICE
   c.data.train, c.evals.shapes_clip.test = map(str, data_files)
   for tower in (c.clip.text, c.clip.vision):
     tower.hidden_size, tower.intermediate_size, tower.num_hidden_layers = 32, 64, 1
@@ -264,6 +267,7 @@ def test_uvit_warm_start_keeps_a_new_position_embedding_and_token_cache_follows_
   from muse_styledrop.pretraining.uvit import UVitObjective
 
   c = pretrain_uvit.get_config()
+  c.mesh = ONE_DEVICE
   c.data.train = str(data_files[0])
   c.vq_dir, c.clip_dir = str(EMBEDDED_BASE / "vqvae"), str(EMBEDDED_BASE)
   c.init_from = str(transformer_without_position(tmp_path / "source"))
@@ -309,6 +313,7 @@ def test_uvit_warm_start_onto_another_vq_keeps_the_body_and_resizes_the_position
   from muse_styledrop.pretraining.uvit import warm_start
 
   c = pretrain_uvit.get_config("anchored_2px_warm")
+  c.mesh = ONE_DEVICE
   source = EMBEDDED_BASE / "transformer"
   tensors = weights.read_tensors(weights.weight_files(source, "diffusion_pytorch_model"))
   shipped = {k: np.asarray(v, np.float32) for k, (v, _) in tensors.items()}
@@ -363,6 +368,7 @@ def test_clip_with_a_locked_text_tower_trains_the_image_tower_only(data_files, t
   from muse_styledrop.pipeline import EMBEDDED_BASE
 
   c = pretrain_clip.get_config("image_tower_for_embedded_base")
+  c.mesh = ONE_DEVICE
   assert c.locked_text == str(EMBEDDED_BASE)
   c.data.train, c.evals.shapes_clip.test = map(str, data_files)
   c.clip.vision.hidden_size, c.clip.vision.intermediate_size, c.clip.vision.num_hidden_layers = 32, 64, 1
@@ -378,3 +384,16 @@ def test_clip_with_a_locked_text_tower_trains_the_image_tower_only(data_files, t
   assert clip.vision_model is not None and clip.config.projection_dim == 128
   texts = ["a red star in mosaic tile style"]
   assert (Tokenizer(export / "tokenizer")(texts) == Tokenizer(EMBEDDED_BASE / "tokenizer")(texts)).all()
+
+
+def test_pretraining_on_a_mesh_matches_one_device(data_files, vq_run, tmp_path):
+  """The same sharded step as training: a data 2 x fsdp 2 mesh gives one device's losses and weights."""
+  straight, straight_dir = vq_run
+  c = tiny_vq(data_files, 8)
+  c.mesh = dict(data=2, fsdp=2, model=1)
+  meshed = pretrain(c, tmp_path)
+  np.testing.assert_allclose(meshed["last"]["loss"], straight["last"]["loss"], rtol=1e-5)
+  a = weights.read_tensors(weights.weight_files(straight_dir / "export/vqvae", "diffusion_pytorch_model"))
+  b = weights.read_tensors(weights.weight_files(tmp_path / "export/vqvae", "diffusion_pytorch_model"))
+  for k in a:
+    np.testing.assert_allclose(np.asarray(b[k][0]), np.asarray(a[k][0]), atol=1e-5, err_msg=k)

@@ -9,7 +9,7 @@ files transformers loads. Data: docs/shapes.md "How it was trained".
 
 import ml_collections
 
-from muse_styledrop.configs import with_variants
+from muse_styledrop.configs import sharding_rules, with_variants
 from muse_styledrop.pipeline import EMBEDDED_BASE
 
 
@@ -34,6 +34,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.unroll = True  # the patch embedding is a convolution: slow inside a while loop on XLA:CPU
   c.hard_negatives = 0  # g > 0: batches of whole shape groups of g pictures (a file made with dataset --group=g)
   c.seed = 0
+  c.mesh = dict(data=-1, fsdp=1, model=1)  # device mesh axis sizes; -1: the devices left (docs/scale.md)
+  c.sharding = dict(rules=sharding_rules())
   c.max_seconds = 0.0  # > 0: stop training after this many seconds (checkpointed), then export and measure
   c.checkpoint = dict(every_seconds=180, use_async=True)
   c.evals = dict(shapes_clip=dict(test="data/shapes_test_4k.npz"))

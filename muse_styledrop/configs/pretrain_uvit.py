@@ -13,7 +13,7 @@ Other variants tried are in docs/research/.
 
 import ml_collections
 
-from muse_styledrop.configs import with_variants
+from muse_styledrop.configs import sharding_rules, with_variants
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -54,6 +54,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.steps_per_call = 10
   c.unroll = False
   c.seed = 0
+  c.mesh = dict(data=-1, fsdp=1, model=1)  # device mesh axis sizes; -1: the devices left (docs/scale.md)
+  c.sharding = dict(rules=sharding_rules())
   c.checkpoint = dict(every_seconds=180, use_async=True)
   c.max_seconds = 0.0  # > 0: stop training after this many seconds (checkpointed), then export and measure as usual
   c.evals = dict(shapes_base=dict(prompts=200, oracle_dir=""))

@@ -13,7 +13,7 @@ docs/research/tokens.md.
 
 import ml_collections
 
-from muse_styledrop.configs import with_variants
+from muse_styledrop.configs import sharding_rules, with_variants
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -51,6 +51,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.steps_per_call = 5
   c.unroll = True  # XLA:CPU runs convolutions in a scan's while loop ~30x slower; unrolled, 5 steps compile in ~30 s
   c.seed = 0
+  c.mesh = dict(data=-1, fsdp=1, model=1)  # device mesh axis sizes; -1: the devices left (docs/scale.md)
+  c.sharding = dict(rules=sharding_rules())
   c.checkpoint = dict(every_seconds=180, use_async=True)
   c.max_seconds = 0.0  # > 0: stop training after this many seconds (checkpointed), then export and measure
   c.evals = dict(shapes_vq=dict(test="data/shapes_test_4k.npz", oracle_dir=""))
