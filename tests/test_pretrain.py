@@ -205,19 +205,23 @@ def test_uvit_data_selection_keeps_single_medium_or_large_objects(data_files):
     training_subset(arrays, "big")
 
 
-def test_pretraining_resumes_to_the_same_weights(data_files, vq_run, tmp_path):
+def test_pretraining_on_a_mesh_resumes_on_one_device_to_the_same_weights(data_files, vq_run, tmp_path):
+  """The same sharded step as training: a run on a data 2 x fsdp 2 mesh, stopped by its time box and resumed on one
+  device, ends with the weights of an uninterrupted run on one device."""
   straight, straight_dir = vq_run
   boxed = tiny_vq(data_files, 8)
+  boxed.mesh = dict(data=2, fsdp=2, model=1)
   boxed.max_seconds = 1e-9  # out of time after the first call: checkpointed, exported, and the same command resumes
   stopped = pretrain(boxed, tmp_path / "b")
   assert stopped["steps"] == 4 and "max_seconds=1e-09 reached at step 4 of 8" in stopped["stopped_early"]
-  boxed.max_seconds = 0
+  boxed.mesh, boxed.max_seconds = ONE_DEVICE, 0
   resumed = pretrain(boxed, tmp_path / "b")
   assert straight["steps"] == resumed["steps"] == 8 and "stopped_early" not in resumed
+  np.testing.assert_allclose(resumed["last"]["loss"], straight["last"]["loss"], rtol=1e-5)
   a = weights.read_tensors(weights.weight_files(straight_dir / "export/vqvae", "diffusion_pytorch_model"))
   b = weights.read_tensors(weights.weight_files(tmp_path / "b/export/vqvae", "diffusion_pytorch_model"))
   for k in a:
-    np.testing.assert_allclose(np.asarray(a[k][0]), np.asarray(b[k][0]), atol=1e-6, err_msg=k)
+    np.testing.assert_allclose(np.asarray(a[k][0]), np.asarray(b[k][0]), atol=1e-5, err_msg=k)
 
 
 def test_clip_pretraining_exports_a_model_and_tokenizer_transformers_loads(data_files, tmp_path):
@@ -384,16 +388,3 @@ def test_clip_with_a_locked_text_tower_trains_the_image_tower_only(data_files, t
   assert clip.vision_model is not None and clip.config.projection_dim == 128
   texts = ["a red star in mosaic tile style"]
   assert (Tokenizer(export / "tokenizer")(texts) == Tokenizer(EMBEDDED_BASE / "tokenizer")(texts)).all()
-
-
-def test_pretraining_on_a_mesh_matches_one_device(data_files, vq_run, tmp_path):
-  """The same sharded step as training: a data 2 x fsdp 2 mesh gives one device's losses and weights."""
-  straight, straight_dir = vq_run
-  c = tiny_vq(data_files, 8)
-  c.mesh = dict(data=2, fsdp=2, model=1)
-  meshed = pretrain(c, tmp_path)
-  np.testing.assert_allclose(meshed["last"]["loss"], straight["last"]["loss"], rtol=1e-5)
-  a = weights.read_tensors(weights.weight_files(straight_dir / "export/vqvae", "diffusion_pytorch_model"))
-  b = weights.read_tensors(weights.weight_files(tmp_path / "export/vqvae", "diffusion_pytorch_model"))
-  for k in a:
-    np.testing.assert_allclose(np.asarray(b[k][0]), np.asarray(a[k][0]), atol=1e-5, err_msg=k)

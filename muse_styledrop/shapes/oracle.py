@@ -114,7 +114,8 @@ class Grader:
     out = {}
     for i in range(0, len(images), self.batch_size):
       chunk = images[i : i + self.batch_size]
-      padded = np.concatenate([chunk, np.zeros((self.batch_size - len(chunk), *chunk.shape[1:]), chunk.dtype)])
+      size = min(self.batch_size, max(8, 1 << (len(chunk) - 1).bit_length()))  # a few sizes compile, little padding
+      padded = np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]), chunk.dtype)])
       pred = jax.device_get(self._predict(jnp.asarray(np.clip(padded, 0, 1), jnp.float32)))
       for k, v in pred.items():
         out.setdefault(k, []).append(v[: len(chunk)])
