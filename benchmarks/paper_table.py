@@ -45,13 +45,13 @@ flags.DEFINE_integer("pool_per_prompt", 8, "Round 2's pool: pictures per prompt.
 
 ROWS = ("prompting", "round1", "round2_random", "round2_clip", "round2_oracle", "full", "sks")
 LABELS = {
-  "prompting": "base + style phrase (prompting)",
-  "round1": "StyleDrop round 1",
-  "round2_random": "round 2, random selection",
-  "round2_clip": "round 2, CLIP selection",
-  "round2_oracle": "round 2, oracle selection (for the person)",
-  "full": "full fine-tune (DreamBooth-like)",
-  "sks": 'round 1, "in sks style"',
+  "prompting": "prompting",
+  "round1": "round 1",
+  "round2_random": "round 2, random",
+  "round2_clip": "round 2, CLIP",
+  "round2_oracle": "round 2, oracle",
+  "full": "full fine-tune",
+  "sks": "round 1, sks",
 }
 PROMPTS, SEED = 24, 1234  # the shapes_oracle evaluator's defaults: the README run's grades
 FULL_LEARNING_RATE = 1e-4
@@ -172,10 +172,10 @@ def cells(graded: dict) -> dict:
 
 
 METRICS = {
-  "clip_text": "CLIP text score (picture vs content prompt)",
-  "clip_style": "CLIP style score (picture vs reference)",
-  "oracle_style": "oracle: style",
-  "oracle_content": "oracle: shape and colour",
+  "clip_text": "CLIP text",
+  "clip_style": "CLIP style",
+  "oracle_style": "oracle style",
+  "oracle_content": "oracle shape+colour",
 }
 
 
@@ -256,11 +256,13 @@ def page(results: dict, args) -> str:
   )
 
 
-PAGE_INTRO = """Every method of the StyleDrop paper's comparison, on the held-out styles of the shapes world and the
-embedded base, graded on the same 24 new prompts and seeds per style: CLIP text score (picture against its content
-prompt) and CLIP style score (picture against the reference) with the embedded base's small CLIP, and the oracle's
-style and shape-and-colour accuracy (mean ± standard error). The oracle picks round 2's pictures in place of the
-person (its row is labelled so). `benchmarks/paper_table.py` says how each row is trained.
+PAGE_INTRO = """The StyleDrop paper's comparison on the held-out styles of the shapes world and the embedded base. Rows:
+prompting (the base given the style phrase), round 1 (the README's recipe), round 2 on round 1's pool with one
+picture a prompt kept at random, by CLIP score, or by the oracle standing in for the person, a full fine-tune of the
+base on the same picture (DreamBooth-like), and round 1 with "in sks style" for the phrase. Every row draws the same
+24 new prompts and seeds per style; mean±standard error of the CLIP text score (picture vs content prompt), the CLIP
+style score (picture vs reference; the embedded base's small CLIP, docs/research/clip_scores.md), and the oracle's
+style and shape-and-colour accuracy. How each row is trained: the header of `benchmarks/paper_table.py`.
 """
 
 if __name__ == "__main__":
