@@ -256,13 +256,12 @@ def page(results: dict, args) -> str:
   )
 
 
-PAGE_INTRO = """The StyleDrop paper's comparison on the held-out styles of the shapes world and the embedded base. Rows:
-prompting (the base given the style phrase), round 1 (the README's recipe), round 2 on round 1's pool with one
-picture a prompt kept at random, by CLIP score, or by the oracle standing in for the person, a full fine-tune of the
-base on the same picture (DreamBooth-like), and round 1 with "in sks style" for the phrase. Every row draws the same
-24 new prompts and seeds per style; mean±standard error of the CLIP text score (picture vs content prompt), the CLIP
-style score (picture vs reference; the embedded base's small CLIP, docs/research/clip_scores.md), and the oracle's
-style and shape-and-colour accuracy. How each row is trained: the header of `benchmarks/paper_table.py`.
+PAGE_INTRO = """The StyleDrop paper's comparison on the shapes world's held-out styles. Rows: the base given the style
+phrase (prompting); round 1; round 2 on round 1's pool, one picture a prompt kept at random, by CLIP, or by the
+oracle in the person's place; a full fine-tune on the same picture (DreamBooth-like); round 1 with "in sks style".
+Each row draws the same 24 new prompts and seeds per style: mean±standard error of CLIP text (picture vs content
+prompt) and CLIP style (vs the reference; docs/research/clip_scores.md) scores and the oracle's accuracies. Recipes:
+`benchmarks/paper_table.py`.
 """
 
 if __name__ == "__main__":
