@@ -89,19 +89,18 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
   tx = make_optimizer(config.optimizer, total_steps=config.steps)
   # Trained weights and their moments laid out by their logical names (docs/scale.md); the rest whole on every
   # device; each step's batch split over the batch axes.
-  params = jax.device_put(params, sharding.state_shardings(mesh, params, rules))
+  params_sh = sharding.state_shardings(mesh, params, rules)
+  params = jax.device_put(params, params_sh)
   rest, frozen = jax.device_put((rest, objective.frozen_state()), rep)
   n_params = int(sum(x.size for x in jax.tree.leaves(params)))
   # XLA:CPU runs convolutions inside a while loop (an un-unrolled scan) ~30x slower (measured on the VQ's
   # backward pass: 25 s vs 0.75 s a step), so conv-heavy objectives unroll their steps (config.unroll).
   unroll = True if config.unroll else 1
-  opt_state = jax.jit(tx.init, out_shardings=sharding.follow_params(mesh, jax.eval_shape(tx.init, params), rules))(
-    params
-  )
+  opt_sh = sharding.follow_params(mesh, jax.eval_shape(tx.init, params), rules)
+  opt_state = jax.jit(tx.init, out_shardings=opt_sh)(params)
   train_steps = jax.jit(
     make_steps(graphdef, tx, objective, config.steps_per_call, unroll),
-    out_shardings=(sharding.state_shardings(mesh, params, rules), sharding.follow_params(mesh, opt_state, rules))
-    + (rep,) * 3,
+    out_shardings=(params_sh, opt_sh, rep, rep, rep),
     donate_argnums=(0, 1, 2),
   )
 
