@@ -90,11 +90,8 @@ def run_row(config, workdir: Path) -> dict:
 def oracle_selection(pool: Path, style: str, grader) -> list[str]:
   """Per prompt, one pool picture the oracle reads as the prompt's shape and colour, in the style when one is (the
   most confidently so); a prompt with none right keeps none, as a person judging by eye would."""
-  from PIL import Image  # noqa: PLC0415
-
-  entries = json.loads((pool / "pool" / "pool.json").read_text())
+  entries, pictures = pool_pictures(pool)
   scenes = {s.content(): s for s in grading.eval_scenes(len({e["content"] for e in entries}), POOL_SEED)}
-  pictures = np.stack([np.asarray(Image.open(pool / "pool" / e["file"]).convert("RGB")) for e in entries])
   pred = grader(pictures)
   best: dict[str, tuple[tuple, str]] = {}
   for i, e in enumerate(entries):
@@ -111,28 +108,53 @@ def oracle_selection(pool: Path, style: str, grader) -> list[str]:
   return [file for _, file in best.values()]
 
 
+def pool_pictures(pool: Path) -> tuple[list[dict], np.ndarray]:
+  from PIL import Image  # noqa: PLC0415
+
+  entries = json.loads((pool / "pool" / "pool.json").read_text())
+  return entries, np.stack([np.asarray(Image.open(pool / "pool" / e["file"]).convert("RGB")) for e in entries])
+
+
+def select_from_pool(pool: Path, how: str, style: str, grader) -> Path:
+  """Keep one picture a prompt of the drawn pool by CLIP's text score or by the oracle; written like the command's
+  own selected/ folder, its record saying how it was chosen."""
+  entries, pictures = pool_pictures(pool)
+  if how == "clip":
+    contents = list(dict.fromkeys(e["content"] for e in entries))
+    n = len(entries) // len(contents)
+    scores = feedback.clip_scores(
+      shapes_base_clip(),
+      pictures.reshape(len(contents), n, *pictures.shape[1:]),
+      [entries[i * n]["prompt"] for i in range(len(contents))],
+    )
+    names = [feedback.pool_file(i, j) for i, j in feedback.choose("clip", scores, scores.shape, 1, 0)]
+  else:
+    names = oracle_selection(pool, style, grader)
+  record = json.loads((pool / "selected_random" / "selection.json").read_text())
+  record.pop("kept")
+  feedback.write_selected(pool, entries, names, {**record, "select": how})
+  return (pool / "selected").rename(pool / f"selected_{how}")
+
+
 def round2_rows(style: str, root: Path, prompts_file: Path, grader) -> dict:
-  """One pool from round 1, three selections of it, a round-2 run on each."""
+  """One pool drawn from round 1, three selections of it, a round-2 run on each."""
   pool = root / "pool"
   out = {}
   for how in ("random", "clip", "oracle"):
     row = f"round2_{how}"
+    selected = pool / f"selected_{how}"
     if not (root / row / "summary.json").is_file():
-      selected = pool / f"selected_{how}"
       if not (selected / "captions.txt").is_file():
-        choose = {"random": "random", "clip": "clip", "oracle": "human"}[how]
-        kw = {"clip_model": str(shapes_base_clip())} if how == "clip" else {}
-        if how == "oracle":  # the person's page, with the oracle ticking
-          kw["ask"] = lambda out_dir, entries, phrase, port, on_save, *ref: on_save(
-            oracle_selection(out_dir, style, grader)
-          )
-        per_prompt = flags.FLAGS.pool_per_prompt
-        feedback.run_feedback(str(root / "round1"), pool, select_how=choose, per_prompt=per_prompt, **kw)
-        (pool / "selected").rename(selected)
+        if how == "random":
+          per_prompt = flags.FLAGS.pool_per_prompt
+          feedback.run_feedback(str(root / "round1"), pool, select_how="random", per_prompt=per_prompt)
+          (pool / "selected").rename(selected)
+        else:
+          select_from_pool(pool, how, style, grader)
       out[row] = run_row(row_config(style, prompts_file, row, selected), root / row)
     else:
       out[row] = json.loads((root / row / "summary.json").read_text())
-    out[row]["kept"] = len((pool / f"selected_{how}" / "captions.txt").read_text().splitlines())
+    out[row]["kept"] = len((selected / "captions.txt").read_text().splitlines())
   return out
 
 
