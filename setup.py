@@ -26,11 +26,23 @@ setup(
         "tqdm>=4.66",
         "scipy>=1.11",  # Voronoi cells of two shapes-world styles (KD-tree)
         "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow
+        "etils[epath]>=1.5",  # one path type for local folders and gs:// or s3:// URIs (Orbax's)
     ],
     extras_require={
         # The PyTorch originals, for parity tests and side-by-side benchmarks only; pytest-xdist runs the
-        # suite on two workers (pytest.ini); Playwright drives a system Chromium in the browser tests.
-        "test": ["pytest>=8", "pytest-xdist>=3", "torch==2.13.0", "diffusers>=0.32", "ruff>=0.6", "playwright>=1.40"],
+        # suite on two workers (pytest.ini); Playwright drives a system Chromium in the browser tests; a local
+        # Cloud Storage emulator serves the gs:// tests.
+        "test": [
+            "pytest>=8",
+            "pytest-xdist>=3",
+            "torch==2.13.0",
+            "diffusers>=0.32",
+            "ruff>=0.6",
+            "playwright>=1.40",
+            "gcsfs>=2024.2",
+            "gcp-storage-emulator>=2024.8",
+        ],
+        "gcs": ["gcsfs>=2024.2"],  # gs:// workdirs, models and style images
         "bench": ["peft>=0.13"],  # diffusers' LoRA recipe in benchmarks/train_step.py
         "tfds": ["tensorflow-datasets"],
         # libtpu: runs on a TPU VM, and lets `python -m muse_styledrop.aot` compile for TPU slices on any machine

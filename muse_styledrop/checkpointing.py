@@ -16,6 +16,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from muse_styledrop import files
+
 
 class CheckpointMismatch(ValueError):
   """A checkpoint that belongs to another base model or adapter layout."""
@@ -23,7 +25,8 @@ class CheckpointMismatch(ValueError):
 
 class Checkpointer:
   def __init__(self, directory: Path, max_to_keep: int = 2, use_async: bool = True):
-    self.directory = Path(directory).absolute()
+    directory = files.path(directory)
+    self.directory = directory if files.is_remote(directory) else directory.absolute()
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=use_async, create=True)
     self.manager = ocp.CheckpointManager(self.directory, options=options)
 

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from muse_styledrop import weights
+from muse_styledrop import files, weights
 from muse_styledrop.frozen import frozen_jit
 from muse_styledrop.models.clip import clip_pixels
 from muse_styledrop.tokenizer import Tokenizer
@@ -57,12 +57,13 @@ class CLIPScorer:
   """A CLIPModel directory (both towers and its tokenizer files) turned into text and style scores."""
 
   def __init__(self, clip_dir: str | Path, batch_size: int = 64):
-    clip_dir = Path(clip_dir).expanduser()
+    clip_dir = files.path(clip_dir)
     if not (clip_dir / "config.json").is_file():
       raise CLIPModelError(
         f"{clip_dir} is not a CLIP model directory (no config.json); give a transformers CLIPModel directory with "
         "both towers and its tokenizer files"
       )
+    clip_dir = files.local_copy(clip_dir)
     self.model = weights.load_clip(clip_dir)
     if self.model.vision_model is None or self.model.text_model is None:
       raise CLIPModelError(f"{clip_dir} lacks a text or vision tower; CLIP scores need both (a CLIPModel directory)")

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from muse_styledrop import files
 from muse_styledrop.images import ImageError, load_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -76,7 +77,7 @@ def resolve_style_set(
     )
   paths, captions = [], {}
   for item in items:
-    p = Path(item).expanduser()
+    p = files.path(item)
     if p.is_dir():
       found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
       if not found:

@@ -16,7 +16,6 @@ against style score per picture, the pictures) and pictures/.
 from __future__ import annotations
 
 import html
-import shutil
 from pathlib import Path
 
 from absl import flags
@@ -54,12 +53,12 @@ def evaluate(
   seed: int = 1234,
 ) -> dict:
   """Run the evaluation, write `out` (see the module's text), and return the scores."""
-  adapter_path = Path(adapter).expanduser()
+  adapter_path = files.path(adapter)
   if not adapter_path.exists():
     raise EvaluateError(f"--adapter={adapter} does not exist; give adapter.safetensors or a finished training workdir")
-  if reference and not Path(reference).expanduser().is_file():
+  if reference and not files.path(reference).is_file():
     raise EvaluateError(f"--reference={reference} does not exist; give the style picture to compare with")
-  out_dir = Path(out).expanduser() if out else default_out(adapter_path)
+  out_dir = files.path(out) if out else default_out(adapter_path)
   from muse_styledrop import weights  # noqa: PLC0415
 
   _, meta = weights.read_adapter(adapter_path)
@@ -80,7 +79,7 @@ def evaluate(
       f"the base model {pipe.path} ships no clip/ folder; give --clip_model, a transformers CLIPModel directory"
     )
   pipe.load_adapter(adapter_path)
-  style = data.StyleSet([Path(p) for p in meta.get("style_images", [])], [], meta.get("style_phrase", ""))
+  style = data.StyleSet([files.path(p) for p in meta.get("style_images", [])], [], meta.get("style_phrase", ""))
   if not reference and not style.paths:
     raise EvaluateError(f"adapter {adapter} records no style picture; give --reference=IMAGE")
   run = evaluators.Run(pipe, SamplingSettings.from_dict(meta["sampling"]), style, adapter=0)
@@ -95,7 +94,7 @@ def evaluate(
   scores = evaluators.merge_metrics(results.values())
   scores["about"] = {
     "adapter": str(adapter_path),
-    "base_model": str(pipe.path),
+    "base_model": base_model or recorded_base or str(pipe.path),
     "base_fingerprint": pipe.fingerprint,
     "style_phrase": style.style_phrase,
     "prompts": evals["clip"].prompts,
@@ -205,9 +204,11 @@ def report_html(scores: dict, clip_record: dict, grids: list[tuple[str, str]]) -
 
 def write_report(out: Path, scores: dict, results: dict) -> None:
   """Write scores.json, report.html, its grids and pictures/ into `out`, swapped in whole."""
-  tmp = out.with_name(out.name + ".tmp")
-  shutil.rmtree(tmp, ignore_errors=True)
-  tmp.mkdir(parents=True)
+  with files.atomic_folder(out) as tmp:
+    write_report_files(tmp, scores, results)
+
+
+def write_report_files(tmp: Path, scores: dict, results: dict) -> None:
   grids = []
   for name, result in results.items():
     if result.bands:
@@ -220,9 +221,6 @@ def write_report(out: Path, scores: dict, results: dict) -> None:
   files.write_json(scores, tmp / "scores.json")
   files.write_json({name: r.record for name, r in results.items()}, tmp / "record.json")
   (tmp / "report.html").write_text(report_html(scores, results["clip"].record, grids))
-  if out.exists():
-    shutil.rmtree(out)
-  tmp.rename(out)
 
 
 # ----------------------------------------------------------------------------
@@ -263,7 +261,7 @@ def main(argv):
     compare_base=FLAGS.compare_base,
     seed=FLAGS.seed,
   )
-  out = Path(scores["about"]["out"])
+  out = files.path(scores["about"]["out"])
   for label, cells in table_rows(scores):
     print(f"{label:30s} " + "  ".join(f"{c:>16s}" for c in cells))
   print(f"wrote {out / 'scores.json'} and {out / 'report.html'}")

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import html
 import json
-import shutil
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -221,22 +220,16 @@ def write_selected(out: Path, entries: list[dict], names: list[str], meta: dict)
   """selected/: the kept pictures, captions.txt and selection.json, swapped in whole (a killed run leaves the old)."""
   by_file = {e["file"]: e for e in entries}
   kept = [by_file[f] for f in names]
-  tmp = out / "selected.tmp"
-  shutil.rmtree(tmp, ignore_errors=True)
-  tmp.mkdir(parents=True)
-  for e in kept:
-    shutil.copyfile(out / "pool" / e["file"], tmp / e["file"])
-  (tmp / "captions.txt").write_text("".join(f"{e['file']}\t{e['content']}\n" for e in kept))
-  files.write_json({**meta, "kept": kept}, tmp / "selection.json")
-  final = out / "selected"
-  if final.exists():
-    shutil.rmtree(final)
-  tmp.rename(final)
-  from PIL import Image  # noqa: PLC0415
+  with files.atomic_folder(out / "selected") as tmp:
+    for e in kept:
+      (tmp / e["file"]).write_bytes((out / "pool" / e["file"]).read_bytes())
+    (tmp / "captions.txt").write_text("".join(f"{e['file']}\t{e['content']}\n" for e in kept))
+    files.write_json({**meta, "kept": kept}, tmp / "selection.json")
+    from PIL import Image  # noqa: PLC0415
 
-  pictures = np.stack([np.asarray(Image.open(final / e["file"]).convert("RGB")) for e in kept])
+    pictures = np.stack([np.asarray(Image.open(tmp / e["file"]).convert("RGB")) for e in kept])
   images.save_png(images.grid(pictures), out / "selected.png")
-  return final
+  return out / "selected"
 
 
 def run_feedback(
@@ -269,7 +262,7 @@ def run_feedback(
     raise FeedbackError(f"--token_temperature={token_temperature} must be > 0 (1: diffusers' rule)")
   base = check_model_dir(resolve_base_model(base_model))
   if prompts_file:
-    path = Path(prompts_file).expanduser()
+    path = files.path(prompts_file)
     if not path.is_file():
       raise FeedbackError(f"--prompts_file={path} does not exist; give a text file with one content prompt a line")
     contents = [line.strip() for line in path.read_text().splitlines() if line.strip()]
@@ -291,7 +284,7 @@ def run_feedback(
   pictures = draw_pool(pipe, contents, style_phrase, per_prompt, settings, seed)
   scores = None
   if select_how == "clip":
-    scores = clip_scores(Path(clip_model), pictures, [data.join_prompt(c, style_phrase) for c in contents])
+    scores = clip_scores(files.path(clip_model), pictures, [data.join_prompt(c, style_phrase) for c in contents])
   entries = write_pool(out, pictures, contents, style_phrase, scores)
   record = {
     "adapter": str(adapter),
@@ -309,7 +302,7 @@ def run_feedback(
     "base_model": base_model,
   }
   if select_how == "human":
-    round1 = [Path(p) for p in meta.get("style_images", []) if Path(p).is_file()]
+    round1 = [files.path(p) for p in meta.get("style_images", []) if files.path(p).is_file()]
     ask(out, entries, style_phrase, port, lambda names: write_selected(out, entries, names, record), *round1[:1])
     return out / "selected"
   pairs = choose(select_how, scores, pictures.shape[:2], keep, seed)
@@ -358,7 +351,7 @@ def main(argv):
     raise FeedbackError("--adapter is required: the round-1 adapter file or its training workdir")
   selected = run_feedback(
     FLAGS.adapter,
-    Path(FLAGS.out),
+    files.path(FLAGS.out),
     select_how=FLAGS.select,
     base_model=FLAGS.base_model,
     prompts_file=FLAGS.prompts_file,

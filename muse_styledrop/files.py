@@ -1,54 +1,200 @@
-"""Small files the project writes and reads: JSON records and .npz arrays, each written atomically."""
+"""The one path layer: local paths and cloud URIs (gs://, s3://) alike, and the files the project writes and reads
+through it (JSON records, .npz arrays, any file made whole before it appears).
+
+Paths are `etils.epath` paths, the layer Orbax uses, so a workdir or a model can live in a bucket wherever the
+filesystem package for its scheme is installed (`pip install 'muse_styledrop[gcs]'` for gs://). A local file is
+written to a temporary name and renamed into place; a cloud object is uploaded whole, which object stores make
+visible all at once. Cloud files that must be read locally (safetensors are memory-mapped) are copied once into a
+cache folder and refreshed when their size or time changes.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from etils import epath
+
+CACHE_ENV = "MUSE_STYLEDROP_CACHE"
 
 
 class FileFormatError(ValueError):
   """A file that is missing or cannot be read as what it should be."""
 
 
-def read_json(path: Path, error: type[Exception] = FileFormatError) -> Any:
-  """The JSON in `path`; a missing or broken file raises `error` with a message that names it."""
-  path = Path(path)
-  if not path.is_file():
-    raise error(f"{path} is missing; point the config at a complete model directory")
-  try:
-    return json.loads(path.read_text())
-  except json.JSONDecodeError as e:
-    raise error(f"{path} is not valid JSON ({e}); re-download or re-export that file") from e
+def path(p: str | os.PathLike) -> Path | epath.Path:
+  """`p` as a path: a pathlib.Path for a local one (`~` expanded), an epath.Path for a cloud URI. Both have
+  pathlib's methods (open, read_bytes, iterdir, exists, mkdir, /)."""
+  text = os.fspath(p)
+  return epath.Path(text) if is_remote(text) else Path(text).expanduser()
 
 
-def write_json(obj: Any, path: Path) -> None:
+def size(p: str | os.PathLike) -> int:
+  """The size of a file in bytes, local or cloud."""
+  p = path(p)
+  return p.stat().length if is_remote(p) else p.stat().st_size
+
+
+def is_remote(p: str | os.PathLike) -> bool:
+  """True for a cloud URI (scheme://...)."""
+  return "://" in os.fspath(p)
+
+
+@contextlib.contextmanager
+def atomic_file(p: str | os.PathLike) -> Iterator[Path]:
+  """A local file to write; when the block ends without error it becomes `p`, whole (renamed into place locally,
+  uploaded for a cloud path). On error nothing appears and `p` keeps its old content."""
+  dst = path(p)
+  dst.parent.mkdir(parents=True, exist_ok=True)
+  if not is_remote(dst):
+    tmp = dst.parent / f".{dst.name}.tmp"
+    try:
+      yield tmp
+      os.replace(tmp, dst)
+    finally:
+      tmp.unlink(missing_ok=True)
+    return
+  with tempfile.TemporaryDirectory(prefix="muse_styledrop_") as folder:
+    tmp = Path(folder) / dst.name
+    yield tmp
+    with open(tmp, "rb") as src, dst.open("wb") as out:
+      shutil.copyfileobj(src, out, 1 << 22)
+
+
+@contextlib.contextmanager
+def atomic_folder(p: str | os.PathLike) -> Iterator[Path]:
+  """A local folder to fill; when the block ends without error it replaces the folder `p` whole (renamed into
+  place locally; for a cloud path the old objects are removed and the new uploaded once every file is written).
+  On error `p` is left as it was."""
+  dst = path(p)
+  remote = is_remote(dst)
+  with tempfile.TemporaryDirectory(prefix="muse_styledrop_", dir=None if remote else _parent(dst)) as folder:
+    tmp = Path(folder) / dst.name
+    tmp.mkdir()
+    yield tmp
+    if not remote:
+      if dst.exists():
+        shutil.rmtree(dst)
+      tmp.rename(dst)
+      return
+    if dst.exists():
+      dst.rmtree()
+    for f in sorted(tmp.rglob("*")):
+      if f.is_file():
+        target = dst / os.fspath(f.relative_to(tmp))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(f, "rb") as src, target.open("wb") as out:
+          shutil.copyfileobj(src, out, 1 << 22)
+
+
+def _parent(dst: Path) -> Path:
+  parent = dst.parent
+  parent.mkdir(parents=True, exist_ok=True)
+  return parent
+
+
+def write_bytes(data: bytes, p: str | os.PathLike) -> None:
+  """Write `data` atomically: a reader sees the old file or the new, whole."""
+  with atomic_file(p) as tmp:
+    tmp.write_bytes(data)
+
+
+def write_text(text: str, p: str | os.PathLike) -> None:
+  write_bytes(text.encode(), p)
+
+
+def write_json(obj: Any, p: str | os.PathLike) -> None:
   """Write `obj` as indented JSON, atomically."""
-  write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", path)
+  write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", p)
 
 
-def write_text(text: str, path: Path) -> None:
-  """Write `text` atomically (a temporary file, then a rename): a reader sees the old file or the new, whole."""
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(text)
-  os.replace(tmp, path)
+def read_json(p: str | os.PathLike, error: type[Exception] = FileFormatError) -> Any:
+  """The JSON in `p`; a missing or broken file raises `error` with a message that names it."""
+  p = path(p)
+  if not p.is_file():
+    raise error(f"{p} is missing; point the config at a complete model directory")
+  try:
+    return json.loads(p.read_text())
+  except json.JSONDecodeError as e:
+    raise error(f"{p} is not valid JSON ({e}); re-download or re-export that file") from e
 
 
-def save_arrays(arrays: dict, path: Path, compressed: bool = False) -> None:
+def save_arrays(arrays: dict, p: str | os.PathLike, compressed: bool = False) -> None:
   """Write named arrays as one .npz, atomically."""
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(path.name + ".tmp.npz")
-  (np.savez_compressed if compressed else np.savez)(tmp, **arrays)
-  os.replace(tmp, path)
+  buffer = io.BytesIO()
+  (np.savez_compressed if compressed else np.savez)(buffer, **arrays)
+  write_bytes(buffer.getvalue(), p)
 
 
-def load_arrays(path: Path) -> dict:
+def load_arrays(p: str | os.PathLike) -> dict:
   """Every array of an .npz file, read into memory."""
-  with np.load(path) as f:
-    return {k: f[k] for k in f.files}
+  with path(p).open("rb") as f, np.load(io.BytesIO(f.read())) as arrays:
+    return {k: arrays[k] for k in arrays.files}
+
+
+@contextlib.contextmanager
+def fetched(p: str | os.PathLike) -> Iterator[Path]:
+  """A local path to read `p` from during the block: `p` itself when local, else a temporary copy."""
+  src = path(p)
+  if not is_remote(src):
+    yield src
+    return
+  with tempfile.TemporaryDirectory(prefix="muse_styledrop_") as folder:
+    local = Path(folder) / src.name
+    with src.open("rb") as r, open(local, "wb") as w:
+      shutil.copyfileobj(r, w, 1 << 22)
+    yield local
+
+
+def _files_under(folder: epath.Path) -> Iterator[epath.Path]:
+  """Every file below `folder`, a listing per folder (cloud paths take no recursive glob)."""
+  for child in sorted(folder.iterdir()):
+    if child.is_dir():
+      yield from _files_under(child)
+    else:
+      yield child
+
+
+def cache_root() -> Path:
+  """Where cloud files are copied to be read locally: $MUSE_STYLEDROP_CACHE, else ~/.cache/muse_styledrop."""
+  return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "muse_styledrop").expanduser()
+
+
+def local_copy(p: str | os.PathLike) -> Path:
+  """A local path holding what `p` holds: `p` itself when it is local; for a cloud file or folder, its copy under
+  cache_root()/remote/, each file fetched again only when its size or modification time changed."""
+  src = path(p)
+  if not is_remote(src):
+    return src
+  if not src.exists():
+    raise FileNotFoundError(f"{src} does not exist; check the URI and that this machine can read the bucket")
+  scheme, rest = os.fspath(src).split("://", 1)
+  dst = cache_root() / "remote" / scheme / rest
+  if src.is_dir():
+    pairs = [(f, dst / os.fspath(f.relative_to(src))) for f in _files_under(src)]
+  else:
+    pairs = [(src, dst)]
+  stamps_file = dst.with_name(dst.name + ".sources.json")
+  stamps = json.loads(stamps_file.read_text()) if stamps_file.is_file() else {}
+  for f, local in pairs:
+    st = f.stat()
+    stamp = [st.length, st.mtime]
+    key = os.fspath(local.relative_to(dst)) if local != dst else "."
+    if stamps.get(key) == stamp and local.is_file():
+      continue
+    local.parent.mkdir(parents=True, exist_ok=True)
+    tmp = local.with_name(f".{local.name}.tmp")
+    with f.open("rb") as r, open(tmp, "wb") as w:
+      shutil.copyfileobj(r, w, 1 << 22)
+    os.replace(tmp, local)
+    stamps[key] = stamp
+    write_json(stamps, stamps_file)
+  return dst

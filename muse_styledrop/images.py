@@ -4,27 +4,28 @@ from __future__ import annotations
 
 import io
 import os
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from muse_styledrop import files
 
 
 class ImageError(ValueError):
   """An image file that does not exist or cannot be decoded."""
 
 
-def load_image(path: str | Path, size: int) -> np.ndarray:
+def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
   """An RGB float image in [0, 1], size x size: shorter side resized to `size`, then centre-cropped.
 
   Any mode (palette, greyscale, alpha over white) and any size; EXIF
   orientation is applied first.
   """
-  path = Path(path)
+  path = files.path(path)
   if not path.is_file():
     raise ImageError(f"image {path} does not exist; check the path")
   try:
-    with Image.open(path) as im:
+    with path.open("rb") as f, Image.open(io.BytesIO(f.read())) as im:
       im.load()
       from PIL import ImageOps  # noqa: PLC0415
 
@@ -57,14 +58,10 @@ def png_bytes(image_HWC: np.ndarray) -> bytes:
   return buffer.getvalue()
 
 
-def save_png(image_HWC: np.ndarray, path: str | Path) -> Path:
+def save_png(image_HWC: np.ndarray, path: str | os.PathLike) -> os.PathLike:
   """Write a uint8 RGB array as PNG, atomically (a killed run leaves no half-written file)."""
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f".{path.name}.tmp")
-  Image.fromarray(np.asarray(image_HWC, np.uint8)).save(tmp, format="PNG")
-  os.replace(tmp, path)
-  return path
+  files.write_bytes(png_bytes(image_HWC), path)
+  return files.path(path)
 
 
 def grid_columns(num_prompts: int, num_images: int) -> int | None:

@@ -1,12 +1,20 @@
-"""Metrics a person and TensorBoard can read: JSON lines and event files, no TensorFlow."""
+"""Metrics a person and TensorBoard can read: JSON lines and event files, no TensorFlow.
+
+In a cloud workdir (an object cannot be appended to) both are kept whole and uploaded again at each write: the
+event files are written to a local folder first, then copied to WORKDIR/tensorboard through files.
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
 import jax
+
+from muse_styledrop import files
 
 
 class MetricWriter:
@@ -14,28 +22,51 @@ class MetricWriter:
 
   def __init__(self, workdir: Path):
     self.active = jax.process_index() == 0
-    self._tb = None
-    if self.active:
-      workdir.mkdir(parents=True, exist_ok=True)
-      self._jsonl = open(workdir / "metrics.jsonl", "a")  # noqa: SIM115 - closed in close()
-      try:
-        from tensorboardX import SummaryWriter  # noqa: PLC0415
+    self._tb = self._jsonl = self._tb_local = None
+    if not self.active:
+      return
+    workdir = files.path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    self._path, self._tb_dir = workdir / "metrics.jsonl", workdir / "tensorboard"
+    if files.is_remote(workdir):
+      self._lines = [self._path.read_text()] if self._path.exists() else []
+      self._tb_local = Path(tempfile.mkdtemp(prefix="muse_styledrop_tensorboard_"))
+    else:
+      self._jsonl = open(self._path, "a")  # noqa: SIM115 - closed in close()
+    try:
+      from tensorboardX import SummaryWriter  # noqa: PLC0415
 
-        self._tb = SummaryWriter(str(workdir / "tensorboard"))
-      except ImportError:  # optional: JSON lines are the record
-        self._tb = None
+      self._tb = SummaryWriter(str(self._tb_local or self._tb_dir))
+    except ImportError:  # optional: JSON lines are the record
+      self._tb = None
 
   def write(self, step: int, metrics: dict[str, float]) -> None:
     if not self.active:
       return
-    self._jsonl.write(json.dumps({"step": int(step), "time": time.time(), **metrics}) + "\n")
-    self._jsonl.flush()
+    line = json.dumps({"step": int(step), "time": time.time(), **metrics}) + "\n"
+    if self._jsonl is None:
+      self._lines.append(line)
+      files.write_text("".join(self._lines), self._path)
+    else:
+      self._jsonl.write(line)
+      self._jsonl.flush()
     if self._tb is not None:
       for k, v in metrics.items():
         self._tb.add_scalar(k, v, step)
+      if self._tb_local is not None:
+        self._tb.flush()
+        self._upload_events()
+
+  def _upload_events(self) -> None:
+    for f in self._tb_local.iterdir():
+      files.write_bytes(f.read_bytes(), self._tb_dir / f.name)
 
   def close(self) -> None:
-    if self.active:
+    if self._jsonl is not None:
       self._jsonl.close()
+    if self._tb is not None:
+      self._tb.close()
+    if self._tb_local is not None:
       if self._tb is not None:
-        self._tb.close()
+        self._upload_events()
+      shutil.rmtree(self._tb_local, ignore_errors=True)

@@ -45,9 +45,10 @@ EMBEDDED_BASE = Path(__file__).parent / "assets" / "shapes_base"
 
 
 def resolve_base_model(path: str | Path | None) -> Path:
-  """The directory to load: the given one, or the embedded shapes-world base when none is named."""
+  """The directory to load: the given one (local or a cloud URI), or the embedded shapes-world base when none is
+  named."""
   if path:
-    return Path(path).expanduser()
+    return files.path(path)
   if not (EMBEDDED_BASE / "model_index.json").is_file():
     raise ModelDirectoryError(
       "no base model named and this install ships no embedded base model yet; pass "
@@ -58,8 +59,9 @@ def resolve_base_model(path: str | Path | None) -> Path:
 
 
 def check_model_dir(path: Path) -> Path:
-  """Fail early, in one line, on a directory that is not a complete aMUSEd-layout model."""
-  path = Path(path).expanduser()
+  """Fail early, in one line, on a directory that is not a complete aMUSEd-layout model; return where to read it
+  from (a cloud directory is copied into the local cache first, files.local_copy)."""
+  path = files.path(path)
   hint = (
     "download an aMUSEd model (e.g. amused/amused-256 in the diffusers layout) once and point "
     "--base_model / config.base_model at its directory"
@@ -76,7 +78,7 @@ def check_model_dir(path: Path) -> Path:
       raise ModelDirectoryError(
         f"{path} lacks the {name}/ folder that model_index.json names; the download is incomplete"
       )
-  return path
+  return files.local_copy(path)
 
 
 @dataclasses.dataclass
@@ -118,7 +120,7 @@ class Pipeline:
     `dtype` holds the transformer's and text encoder's weights and activations (bf16 on accelerators); the VQ
     tokenizer, logits and adapters stay fp32.
     """
-    path = check_model_dir(Path(path))
+    path = check_model_dir(path)
     scheduler = weights.read_json(path / "scheduler" / "scheduler_config.json")
     place = weights.on_default_device if mesh is None else sharding.placer(mesh, rules)
     samples = WeightSamples(place)
@@ -253,7 +255,7 @@ class Pipeline:
 
     Refuses an adapter trained on another base model (fingerprints differ).
     """
-    tensors, meta = weights.read_adapter(Path(path))
+    tensors, meta = weights.read_adapter(path)
     if meta.get("base_fingerprint") != self.fingerprint:
       raise weights.WeightsError(
         f"adapter {path} was trained on another base model (fingerprint {meta.get('base_fingerprint')}, this "

@@ -71,7 +71,9 @@ def make_steps(graphdef, tx, objective, steps: int, unroll: int | bool = 1):
 
 def pretrain(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
   """Train the component `config.model` names in `workdir` (resuming), export and measure it; return the summary."""
-  workdir = Path(workdir)
+  workdir = files.path(workdir)
+  if files.is_remote(workdir):
+    raise ValueError(f"--workdir={workdir}: pretraining writes a local folder; copy its export/ to the bucket after")
   if config.model not in OBJECTIVES:
     raise ValueError(f"config.model={config.model!r}; use one of {', '.join(OBJECTIVES)}")
   if config.steps % config.steps_per_call:

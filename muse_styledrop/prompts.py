@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+from muse_styledrop import files
+
 EVALUATION_FILE = Path(__file__).parent / "assets" / "prompts" / "evaluation.txt"
 
 # StyleDrop's round-2 pool (docs/method.md): 30 contents, 64 pictures each in the paper.
@@ -49,7 +51,7 @@ def prompt_set(name: str) -> list[str]:
 
 def read_file(path: str | Path) -> list[str]:
   """One content prompt a line; blank lines and '#' comments are skipped."""
-  path = Path(path).expanduser()
+  path = files.path(path)
   if not path.is_file():
     raise ValueError(f"prompt file {path} does not exist; give a prompt set ({', '.join(SETS)}) or a text file")
   found = [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from absl import app, flags
 
-from muse_styledrop import images
+from muse_styledrop import files, images
 from muse_styledrop.pipeline import Pipeline, resolve_base_model, resolve_dtype
 from muse_styledrop.sampling import SamplingSettings
 
@@ -128,7 +128,7 @@ def main(argv):
     FLAGS.prompt,
     FLAGS.num_images,
     FLAGS.seed,
-    Path(FLAGS.out),
+    files.path(FLAGS.out),
     FLAGS.adapter,
     flag_settings,
     FLAGS.resolution,

@@ -196,7 +196,7 @@ def restore_or_start(ckpt, workdir: Path, fingerprint: str, like: dict) -> tuple
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
   """Train as `config` says, in `workdir` (resuming from its latest checkpoint); return the summary."""
-  workdir = Path(workdir)
+  workdir = files.path(workdir)
   use_adapter = config.trainable == "adapter"
   if config.trainable not in ("adapter", "all"):
     raise ValueError(f"config.trainable={config.trainable!r}; use 'adapter' (StyleDrop) or 'all' (full fine-tune)")
@@ -297,7 +297,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   if use_adapter:
     final = nnx.state(nnx.merge(graphdef, state["trainable"], frozen), AdapterParam)
     st, _ = weights.write_adapter(final, {**meta, "step": step}, workdir / "adapter")
-    summary.update(adapter_parameters=int(sum(x.size for x in jax.tree.leaves(final))), adapter_bytes=st.stat().st_size)
+    summary.update(adapter_parameters=int(sum(x.size for x in jax.tree.leaves(final))), adapter_bytes=files.size(st))
   files.write_json(summary, workdir / "summary.json")
   return summary
 

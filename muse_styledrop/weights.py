@@ -17,7 +17,6 @@ module path is the key, and only the leaf is renamed and relaid out:
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -210,10 +209,9 @@ def state_dict(module: nnx.Module, dtype=None) -> dict[str, jax.Array]:
 
 
 def write_safetensors(tensors: dict[str, jax.Array], path: Path, metadata: dict[str, str] | None = None) -> None:
-  """Write atomically: a temporary file renamed into place."""
-  tmp = path.with_name(path.name + ".tmp")
-  save_file({k: jnp.asarray(v) for k, v in tensors.items()}, str(tmp), metadata=metadata)
-  os.replace(tmp, path)
+  """Write atomically (files.atomic_file): a reader sees the old file or the new, whole."""
+  with files.atomic_file(path) as tmp:
+    save_file({k: jnp.asarray(v) for k, v in tensors.items()}, str(tmp), metadata=metadata)
 
 
 # ----------------------------------------------------------------------------
@@ -342,14 +340,14 @@ def compute_dtype(dtype):
 
 def load_transformer(folder: Path, variant: str | None = None, dtype=jnp.float32, place=on_default_device):
   """The masked transformer, its weights and activations in `dtype` (its logits in fp32)."""
-  folder = Path(folder)
+  folder = files.local_copy(folder)
   config = uvit_config(read_json(folder / "config.json"), folder / "config.json")
   ctor = lambda r, d: UVit2DModel(config, rngs=r, dtype=compute_dtype(d), param_dtype=d)
   return _build_and_load(ctor, folder, DIFFUSERS_WEIGHTS, variant, dtype, place)
 
 
 def load_vqvae(folder: Path, variant: str | None = None, dtype=jnp.float32, place=on_default_device) -> VQModel:
-  folder = Path(folder)
+  folder = files.local_copy(folder)
   config = vq_config(read_json(folder / "config.json"), folder / "config.json")
   return _build_and_load(
     lambda r, d: VQModel(config, rngs=r, param_dtype=d), folder, DIFFUSERS_WEIGHTS, variant, dtype, place
@@ -358,7 +356,7 @@ def load_vqvae(folder: Path, variant: str | None = None, dtype=jnp.float32, plac
 
 def load_clip(folder: Path, variant: str | None = None, dtype=jnp.float32, place=on_default_device) -> CLIPModel:
   """A CLIP model, its weights and activations in `dtype`."""
-  folder = Path(folder)
+  folder = files.local_copy(folder)
   config = clip_config(read_json(folder / "config.json"), folder / "config.json")
   ctor = lambda r, d: CLIPModel(config, rngs=r, dtype=compute_dtype(d), param_dtype=d)
   return _build_and_load(ctor, folder, TRANSFORMERS_WEIGHTS, variant, dtype, place)
@@ -391,7 +389,7 @@ ADAPTER_FORMAT = "muse_styledrop.adapter/1"
 
 def write_adapter(state: nnx.State, meta: dict, path: Path) -> tuple[Path, Path]:
   """Export adapter weights (only AdapterParams) and their metadata, atomically, as path(.safetensors, .json)."""
-  path = Path(path)
+  path = files.path(path)
   tensors = {".".join(str(p) for p in key): var[...] for key, var in nnx.to_flat_state(state)}
   st, js = path.with_suffix(".safetensors"), path.with_suffix(".json")
   write_safetensors(tensors, st, {"format": ADAPTER_FORMAT})
@@ -401,7 +399,7 @@ def write_adapter(state: nnx.State, meta: dict, path: Path) -> tuple[Path, Path]
 
 def read_adapter(path: Path) -> tuple[dict[str, jax.Array], dict]:
   """(tensors by dotted path, metadata) of an exported adapter; `path` may name either file or a workdir."""
-  path = Path(path).expanduser()
+  path = files.path(path)
   if path.is_dir():
     path = path / "adapter.safetensors"
   st, js = path.with_suffix(".safetensors"), path.with_suffix(".json")
@@ -412,4 +410,5 @@ def read_adapter(path: Path) -> tuple[dict[str, jax.Array], dict]:
   meta = read_json(js)
   if meta.get("format") != ADAPTER_FORMAT:
     raise WeightsError(f"{js} is not a muse_styledrop adapter (format {meta.get('format')!r})")
-  return {k: v for k, (v, _) in read_tensors([st]).items()}, meta
+  with files.fetched(st) as local:
+    return {k: v for k, (v, _) in read_tensors([local]).items()}, meta

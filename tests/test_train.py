@@ -1,6 +1,7 @@
 """Round-1 training: invariants, guidance batching, sharding, resume, export, and user errors."""
 
 import importlib.util
+import io
 import json
 import subprocess
 import sys
@@ -462,3 +463,85 @@ def test_all_weights_mode_trains_the_base(amused_dir, style_image, tmp_path):
   assert summary["steps"] == 5 and np.isfinite(summary["loss"])
   assert not (tmp_path / "adapter.safetensors").exists()
   assert (tmp_path / "checkpoints" / "5").exists()
+
+
+@pytest.fixture
+def bucket(tmp_path):
+  """gs://bucket served by a local Cloud Storage emulator, for gcsfs (through etils.epath) and TensorStore (Orbax's
+  array writes) alike; the cache of cloud files goes to tmp_path."""
+  import os
+  import socket
+
+  from gcp_storage_emulator.server import create_server
+
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  server = create_server("localhost", port, in_memory=True, default_bucket="bucket")
+  server.start()
+  env = {
+    "STORAGE_EMULATOR_HOST": f"http://localhost:{port}",
+    "TENSORSTORE_GCS_HTTP_URL": f"http://localhost:{port}",
+    "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator",
+    "MUSE_STYLEDROP_CACHE": str(tmp_path / "cache"),
+  }
+  saved = {k: os.environ.get(k) for k in env}
+  os.environ.update(env)
+  yield "gs://bucket"
+  server.stop()
+  for k, v in saved.items():
+    if v is None:
+      os.environ.pop(k)
+    else:
+      os.environ[k] = v
+
+
+def upload(local: Path, uri: str) -> None:
+  from etils import epath
+
+  for f in [local] if local.is_file() else [f for f in local.rglob("*") if f.is_file()]:
+    target = epath.Path(uri) / f.relative_to(local) if local.is_dir() else epath.Path(uri)
+    target.write_bytes(f.read_bytes())
+
+
+def test_a_run_whose_base_style_and_workdir_are_in_a_bucket(amused_dir, style_image, trained, bucket, capsys):
+  """gs:// paths everywhere: the run trains the adapter of the local run, resumes from the bucket's checkpoint
+  keeping its metrics, and the sample command reads the adapter back and writes its picture to the bucket."""
+  from etils import epath
+
+  from muse_styledrop import sample
+
+  upload(amused_dir, f"{bucket}/models/tiny")
+  upload(style_image, f"{bucket}/styles/stripes.png")
+  c_local, _, local = trained
+  c = config_for(f"{bucket}/models/tiny", f"{bucket}/styles/stripes.png", **RUN)
+  c.sample.prompts, c.sample.seed = c_local.sample.prompts, c_local.sample.seed
+  run = epath.Path(f"{bucket}/run")
+  train.train_and_evaluate(c, str(run))
+  a, _ = weights.read_adapter(local)
+  b, meta = weights.read_adapter(str(run))
+  assert meta["style_images"] == [f"{bucket}/styles/stripes.png"]
+  for k in a:
+    np.testing.assert_array_equal(b[k], a[k])
+  assert (run / "checkpoints" / "20").is_dir() and (run / "summary.json").is_file()
+  assert (run / "samples.png").read_bytes() == (local / "samples.png").read_bytes()
+  logged = (run / "metrics.jsonl").read_text().splitlines()
+  assert logged and len(logged) == len((local / "metrics.jsonl").read_text().splitlines())
+  events = list((run / "tensorboard").iterdir())
+  assert len(events) == 1 and events[0].name.startswith("events.out.tfevents") and events[0].stat().length > 100
+
+  # the sample command reads the adapter from the bucket and writes its picture there
+  prompt = f"a cat {c.style_descriptor}"
+  sample.run(f"{bucket}/models/tiny", [prompt], 1, 7, epath.Path(f"{bucket}/drawn"), adapter=str(run))
+  drawn = np.asarray(Image.open(io.BytesIO((epath.Path(f"{bucket}/drawn") / "image_000.png").read_bytes())))
+  grid = np.asarray(Image.open(local / "samples.png"))
+  side, pad = drawn.shape[0], 2
+  np.testing.assert_array_equal(grid[pad : pad + side, 2 * pad + side : 2 * pad + 2 * side], drawn)
+
+  capsys.readouterr()
+  c.steps = 30  # ten more steps, from the bucket's checkpoint
+  train.train_and_evaluate(c, str(run))
+  assert f"resumed from {run / 'checkpoints' / '20'}" in capsys.readouterr().out
+  again = (run / "metrics.jsonl").read_text().splitlines()
+  assert again[: len(logged)] == logged and len(again) > len(logged)  # an object store cannot append: kept whole
+  assert weights.read_adapter(str(run))[1]["step"] == 30 and (run / "checkpoints" / "30").is_dir()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from muse_styledrop import data, images
+from muse_styledrop import data, files, images
 from muse_styledrop.clip_scores import CLIPModelError, CLIPScorer, summary
 from muse_styledrop.evaluators.base import Result, Run
 from muse_styledrop.prompts import read_prompts
@@ -38,7 +38,7 @@ class Evaluator:
     if samples_per_prompt < 1:
       raise ValueError(f"config.evals.clip.samples_per_prompt={samples_per_prompt} must be at least 1")
     self.contents = read_prompts(prompts)
-    if clip_model and not (Path(clip_model).expanduser() / "config.json").is_file():
+    if clip_model and not (files.path(clip_model) / "config.json").is_file():
       raise CLIPModelError(
         f"{clip_model} is not a CLIP model directory (no config.json); give a transformers CLIPModel directory"
       )
@@ -48,8 +48,8 @@ class Evaluator:
   def clip_dir(self, base: Path | None) -> Path | None:
     """The CLIP to score with: the one named, else the base model's clip/ folder; None when there is neither."""
     if self.clip_model:
-      return Path(self.clip_model).expanduser()
-    found = None if base is None else Path(base) / CLIP_FOLDER
+      return files.path(self.clip_model)
+    found = None if base is None else files.path(base) / CLIP_FOLDER
     return found if found is not None and (found / "config.json").is_file() else None
 
   def __call__(self, run: Run) -> Result:
@@ -62,7 +62,7 @@ class Evaluator:
     contents = [c for c in self.contents for _ in range(n)]
     prompts = [data.join_prompt(c, run.style.style_phrase) for c in contents]
     side = run.pipe.grid_hw[0] * run.pipe.downscale
-    references = [Path(self.reference)] if self.reference else run.style.paths
+    references = [files.path(self.reference)] if self.reference else run.style.paths
     reference = np.stack([images.to_uint8(images.load_image(p, side)) for p in references])
     draw = lambda adapter, settings: run.pipe.draw(
       prompts, settings, seed=self.seed, adapter=adapter, state=run.state, batch=self.batch, progress="clip scores"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from muse_styledrop import data, images
+from muse_styledrop import data, files, images
 from muse_styledrop.evaluators.base import Result, Run
 from muse_styledrop.shapes import grading, oracle
 from muse_styledrop.shapes.render import STYLES, render
@@ -35,7 +35,7 @@ class Evaluator:
       raise ValueError(
         f"config.evals.shapes_oracle.style={style!r} is not a shapes-world style; use one of {grading.STYLES_LIST}"
       )
-    if reference and not Path(reference).is_file():
+    if reference and not files.path(reference).is_file():
       raise FileNotFoundError(
         f"config.evals.shapes_oracle.reference={reference} does not exist; give round 1's style picture"
       )
@@ -49,7 +49,7 @@ class Evaluator:
     if side != grading.SIDE:
       print(f"shapes_oracle: this base draws {side}px pictures, not the shapes world's {grading.SIDE}px; not graded")
       return Result(metrics={})
-    reference = Path(self.reference or run.style.paths[0])
+    reference = files.path(self.reference or run.style.paths[0])
     seen = grading.read_reference(self.grader, reference)
     in_world = bool(self.style) or seen["style_confidence"] >= STYLE_CONFIDENCE
     style = (self.style or seen["style"]) if in_world else None
