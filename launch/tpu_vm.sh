@@ -65,7 +65,7 @@ case "$action" in
     archive="${TMPDIR:-/tmp}/muse_styledrop-$name.tar.gz"
     do_run git -C "$root" archive --format=tar.gz --prefix=muse_styledrop/ -o "$archive" HEAD
     do_run gcloud compute tpus tpu-vm scp "$archive" "$name:muse_styledrop.tar.gz" "${gcloud_args[@]}" --worker=all
-    do_run gcloud compute tpus tpu-vm ssh "$name" "${gcloud_args[@]}" --worker=all --command="tar -xzf muse_styledrop.tar.gz && python3 -m venv ~/venv && ~/venv/bin/pip install -q -e './muse_styledrop[tpu]'"
+    do_run gcloud compute tpus tpu-vm ssh "$name" "${gcloud_args[@]}" --worker=all --command="tar -xzf muse_styledrop.tar.gz && python3 -m venv ~/venv && ~/venv/bin/pip install -q -e './muse_styledrop[tpu,gcs]'"
     ;;
   run)
     echo "environment: $remote_env"
