@@ -55,7 +55,7 @@ def atomic_file(p: str | os.PathLike) -> Iterator[Path]:
   dst = path(p)
   dst.parent.mkdir(parents=True, exist_ok=True)
   if not is_remote(dst):
-    tmp = dst.parent / f".{dst.name}.tmp"
+    tmp = dst.parent / f".{dst.name}.{os.getpid()}.tmp"  # one per process: several may write the same file
     try:
       yield tmp
       os.replace(tmp, dst)

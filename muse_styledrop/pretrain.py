@@ -29,7 +29,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from muse_styledrop import checkpointing, evaluators, files, loop, sharding
+from muse_styledrop import checkpointing, distributed, evaluators, files, loop, sharding
 from muse_styledrop.optim import make_optimizer
 from muse_styledrop.pretraining import OBJECTIVES
 
@@ -67,6 +67,17 @@ def make_steps(graphdef, tx, objective, steps: int, unroll: int | bool = 1):
     return params, opt_state, extra, rng, {**{k: v.mean() for k, v in m.items()}, "finite": finite}
 
   return train_steps
+
+
+def global_batch(host: np.ndarray, sharding: jax.sharding.NamedSharding) -> jax.Array:
+  """The global batch every process drew alike (the same seed and step), each process placing only the slices of
+  its own devices."""
+  return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def on_one_device(tree):
+  """A tree of replicated (possibly many-process) arrays as ordinary arrays on this process's first device."""
+  return jax.tree.map(lambda x: jax.device_put(np.asarray(x.addressable_data(0)), jax.local_devices()[0]), tree)
 
 
 def pretrain(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
@@ -124,7 +135,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
   # -- Train loop -------------------------------------------------------------
   def call(state, step):
     batches = objective.host_batches(np.random.default_rng([config.seed, step]), config.steps_per_call)
-    batches = {k: jax.device_put(v, sharding.stacked_batch(mesh, rules, v.ndim)) for k, v in batches.items()}
+    batches = {k: global_batch(v, sharding.stacked_batch(mesh, rules, v.ndim)) for k, v in batches.items()}
     rng = jax.random.wrap_key_data(state["rng"])
     params, opt_state, extra, rng, metrics = train_steps(
       state["params"], state["opt_state"], state["extra"], rng, rest, frozen, batches
@@ -145,8 +156,10 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     desc=f"pretrain {config.model}",
   )
 
-  # -- Export & evaluate ------------------------------------------------------
-  model = nnx.merge(graphdef, state["params"], rest)
+  # -- Export & evaluate (process 0, on its own device) ------------------------
+  if not distributed.is_writer():
+    return {"model": config.model, "steps": step}
+  model = nnx.merge(graphdef, *on_one_device(jax.jit(lambda t: t, out_shardings=rep)((state["params"], rest))))
   export = objective.export(model, workdir / "export")
   component = evaluators.Component(model, export, workdir, getattr(objective, "tokenizer", None))
   quality = {k: v for evaluate in evals.values() for k, v in evaluate(component).metrics.items()}
@@ -166,7 +179,10 @@ def main(argv):
   del argv
   config = flags.FLAGS.config
   workdir = flags.FLAGS.workdir or str(Path("runs") / config.name)
-  print(json.dumps(pretrain(config, workdir), indent=2))
+  distributed.initialize(**config.distributed.to_dict())  # multi-host: each process then sees the global mesh
+  summary = pretrain(config, workdir)
+  if distributed.is_writer():
+    print(json.dumps(summary, indent=2))
 
 
 def entry():

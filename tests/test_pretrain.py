@@ -1,6 +1,7 @@
 """Pretraining the embedded base's components: they learn, restart dead codes, resume exactly, export loadable files."""
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -205,15 +206,26 @@ def test_uvit_data_selection_keeps_single_medium_or_large_objects(data_files):
     training_subset(arrays, "big")
 
 
-def test_pretraining_on_a_mesh_resumes_on_one_device_to_the_same_weights(data_files, vq_run, tmp_path):
-  """The same sharded step as training: a run on a data 2 x fsdp 2 mesh, stopped by its time box and resumed on one
-  device, ends with the weights of an uninterrupted run on one device."""
+def test_two_processes_pretrain_on_a_mesh_and_one_device_resumes_to_the_same_weights(data_files, vq_run, tmp_path):
+  """launch/local.py: 2 processes x 2 fake devices on a data 2 x fsdp 2 mesh (the sharded step of training), stopped
+  by its time box; one process on one device resumes and ends with the weights of an uninterrupted run."""
   straight, straight_dir = vq_run
   boxed = tiny_vq(data_files, 8)
   boxed.mesh = dict(data=2, fsdp=2, model=1)
   boxed.max_seconds = 1e-9  # out of time after the first call: checkpointed, exported, and the same command resumes
-  stopped = pretrain(boxed, tmp_path / "b")
+  config = tmp_path / "tiny_vq.py"
+  config.write_text(
+    f"import ml_collections\n\n\ndef get_config():\n  return ml_collections.ConfigDict({boxed.to_dict()!r})\n"
+  )
+  launcher = [sys.executable, str(Path(__file__).parent.parent / "launch" / "local.py"), "--num_processes=2"]
+  launcher += ["--devices_per_process=2", f"--log_dir={tmp_path / 'logs'}", "--", sys.executable, "-m"]
+  command = ["muse_styledrop.pretrain", f"--config={config}", f"--workdir={tmp_path / 'b'}"]
+  out = subprocess.run([*launcher, *command], capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "process 1 of 2: 2 of 4 devices" in (tmp_path / "logs" / "process_1.log").read_text()
+  stopped = json.loads((tmp_path / "b" / "summary.json").read_text())
   assert stopped["steps"] == 4 and "max_seconds=1e-09 reached at step 4 of 8" in stopped["stopped_early"]
+  assert len((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()) == 1  # one writer
   boxed.mesh, boxed.max_seconds = ONE_DEVICE, 0
   resumed = pretrain(boxed, tmp_path / "b")
   assert straight["steps"] == resumed["steps"] == 8 and "stopped_early" not in resumed

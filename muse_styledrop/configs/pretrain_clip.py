@@ -35,6 +35,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.hard_negatives = 0  # g > 0: batches of whole shape groups of g pictures (a file made with dataset --group=g)
   c.seed = 0
   c.mesh = dict(data=-1, fsdp=1, model=1)  # device mesh axis sizes; -1: the devices left (docs/scale.md)
+  c.distributed = dict(enabled=False, coordinator_address="", num_processes=0, process_id=-1)  # docs/scale.md
   c.sharding = dict(rules=sharding_rules())
   c.max_seconds = 0.0  # > 0: stop training after this many seconds (checkpointed), then export and measure
   c.checkpoint = dict(every_seconds=180, use_async=True)

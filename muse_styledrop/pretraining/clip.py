@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -10,7 +11,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from muse_styledrop import files, weights
+from muse_styledrop import distributed, files, weights
 from muse_styledrop.models.clip import CLIPConfig, CLIPModel, TowerConfig, clip_pixels
 from muse_styledrop.pretraining.objective import Objective
 from muse_styledrop.prompts import prompt_set
@@ -53,12 +54,16 @@ class CLIPObjective(Objective):
       self.trainable = nnx.All(nnx.Param, *(nnx.Not(nnx.PathContains(t)) for t in LOCKED_TEXT))
     else:
       tok_dir = self.workdir / "tokenizer"
-      if not (tok_dir / "vocab.json").is_file():
+      if (tok_dir / "vocab.json").is_file():
+        self.tokenizer = Tokenizer(tok_dir)
+      else:  # every process builds the same tokenizer; one writes it into the workdir
         words = caption_words(
           arrays["caption"], prompt_set(config.vocabulary_prompts) if config.vocabulary_prompts else ()
         )
-        build_clip_tokenizer(words, tok_dir, max_length=config.max_length)
-      self.tokenizer = Tokenizer(tok_dir)
+        kept = files.atomic_folder(tok_dir) if distributed.is_writer() else tempfile.TemporaryDirectory()
+        with kept as folder:
+          build_clip_tokenizer(words, Path(folder), max_length=config.max_length)
+          self.tokenizer = Tokenizer(Path(folder))
     self.ids = np.concatenate(
       [self.tokenizer(list(arrays["caption"][i : i + 4096])) for i in range(0, len(self.images), 4096)]
     )

@@ -13,7 +13,7 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from muse_styledrop import files, weights
+from muse_styledrop import distributed, files, weights
 from muse_styledrop.frozen import frozen_jit
 from muse_styledrop.losses import masked_loss
 from muse_styledrop.models.uvit import UVit2DModel, UVitConfig
@@ -117,7 +117,8 @@ class UVitObjective(Objective):
     chunks = range(0, len(images), 512)
     tokens = np.concatenate([np.asarray(encode(images[i : i + 512])) for i in tqdm(chunks, desc="VQ tokens")])
     arrays["tokens"] = tokens.astype(np.int16)
-    files.save_arrays({**arrays, "encoder_fingerprint": np.asarray(fingerprint)}, cache, compressed=True)
+    if distributed.is_writer():  # every process encoded the same tokens; one writes them
+      files.save_arrays({**arrays, "encoder_fingerprint": np.asarray(fingerprint)}, cache, compressed=True)
     return arrays
 
   def build(self, rngs):

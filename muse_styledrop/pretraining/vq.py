@@ -11,7 +11,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from muse_styledrop import files, weights
+from muse_styledrop import distributed, files, weights
 from muse_styledrop.models.vq import VQConfig, VQModel, squared_distances
 from muse_styledrop.pretraining import patch_codes
 from muse_styledrop.pretraining.objective import Objective
@@ -110,10 +110,8 @@ class VQObjective(Objective):
     ids = np.concatenate(
       [patch_codes.encode(self.images[i : i + 2048], centres, self.patch) for i in range(0, len(self.images), 2048)]
     ).astype(np.int16)
-    self.workdir.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez(tmp, centres=centres, ids=ids)
-    tmp.replace(cache)
+    if distributed.is_writer():  # every process computed the same codes; one writes them
+      files.save_arrays({"centres": centres, "ids": ids}, cache)
     return ids
 
   def build(self, rngs):
