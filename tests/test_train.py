@@ -505,8 +505,9 @@ def upload(local: Path, uri: str) -> None:
 
 
 def test_a_run_whose_base_style_and_workdir_are_in_a_bucket(amused_dir, style_image, trained, bucket, capsys):
-  """gs:// paths everywhere: the run trains the adapter of the local run, resumes from the bucket's checkpoint
-  keeping its metrics, and the sample command reads the adapter back and writes its picture to the bucket."""
+  """gs:// paths everywhere: the run trains the adapter of the local run, resumes from the bucket's checkpoint, a
+  resumed run's metrics keep the earlier lines, and the sample command reads the adapter back and writes its picture
+  to the bucket."""
   from etils import epath
 
   from muse_styledrop import sample
@@ -539,9 +540,15 @@ def test_a_run_whose_base_style_and_workdir_are_in_a_bucket(amused_dir, style_im
   np.testing.assert_array_equal(grid[pad : pad + side, 2 * pad + side : 2 * pad + 2 * side], drawn)
 
   capsys.readouterr()
-  c.steps = 30  # ten more steps, from the bucket's checkpoint
-  train.train_and_evaluate(c, str(run))
+  (run / "adapter.safetensors").unlink()
+  train.train_and_evaluate(c, str(run))  # finished: resumes at its last checkpoint and exports again
   assert f"resumed from {run / 'checkpoints' / '20'}" in capsys.readouterr().out
+  np.testing.assert_array_equal(weights.read_adapter(str(run))[0][k], a[k])
+  from muse_styledrop.metrics import MetricWriter
+
+  for step in (30, 40):  # a resumed run's writer keeps the lines before it (an object cannot be appended to)
+    writer = MetricWriter(run)
+    writer.write(step, {"loss": 1.0})
+    writer.close()
   again = (run / "metrics.jsonl").read_text().splitlines()
-  assert again[: len(logged)] == logged and len(again) > len(logged)  # an object store cannot append: kept whole
-  assert weights.read_adapter(str(run))[1]["step"] == 30 and (run / "checkpoints" / "30").is_dir()
+  assert again[: len(logged)] == logged and [json.loads(x)["step"] for x in again[len(logged) :]] == [30, 40]
