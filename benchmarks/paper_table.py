@@ -305,7 +305,8 @@ PAGE_INTRO = """The StyleDrop paper's comparison on the shapes world's held-out 
 phrase (prompting); round 1; round 2 on round 1's pool, one picture a prompt kept at random, by CLIP, or by the
 oracle in the person's place; a full fine-tune on the same picture (DreamBooth-like); round 1 with "in sks style".
 Each row draws the same 24 new prompts and seeds per style: mean±standard error of CLIP text (picture vs content
-prompt) and CLIP style (vs the reference; docs/research/clip_scores.md) scores and the oracle's accuracies. Recipes:
+prompt) and CLIP style (vs the reference; docs/research/clip_scores.md) scores and the oracle's
+accuracies. A claim holds when the difference of means over styles exceeds twice its standard error. Recipes:
 `benchmarks/paper_table.py`.
 """
 
