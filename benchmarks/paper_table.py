@@ -87,10 +87,9 @@ def run_row(config, workdir: Path) -> dict:
   return summary
 
 
-def oracle_selection(pool: Path, style: str, grader) -> list[str]:
+def oracle_selection(entries: list[dict], pictures: np.ndarray, style: str, grader) -> list[str]:
   """Per prompt, one pool picture the oracle reads as the prompt's shape and colour, in the style when one is (the
   most confidently so); a prompt with none right keeps none, as a person judging by eye would."""
-  entries, pictures = pool_pictures(pool)
   scenes = {s.content(): s for s in grading.eval_scenes(len({e["content"] for e in entries}), POOL_SEED)}
   pred = grader(pictures)
   best: dict[str, tuple[tuple, str]] = {}
@@ -129,7 +128,7 @@ def select_from_pool(pool: Path, how: str, style: str, grader) -> Path:
     )
     names = [feedback.pool_file(i, j) for i, j in feedback.choose("clip", scores, scores.shape, 1, 0)]
   else:
-    names = oracle_selection(pool, style, grader)
+    names = oracle_selection(entries, pictures, style, grader)
   record = json.loads((pool / "selected_random" / "selection.json").read_text())
   record.pop("kept")
   feedback.write_selected(pool, entries, names, {**record, "select": how})

@@ -48,6 +48,12 @@ def is_remote(p: str | os.PathLike) -> bool:
   return "://" in os.fspath(p)
 
 
+def copy_file(src: Path | epath.Path, dst: Path | epath.Path) -> None:
+  """Stream one file's bytes to another path, either of them local or cloud."""
+  with src.open("rb") as r, dst.open("wb") as w:
+    shutil.copyfileobj(r, w, 1 << 22)
+
+
 @contextlib.contextmanager
 def atomic_file(p: str | os.PathLike) -> Iterator[Path]:
   """A local file to write; when the block ends without error it becomes `p`, whole (renamed into place locally,
@@ -65,8 +71,7 @@ def atomic_file(p: str | os.PathLike) -> Iterator[Path]:
   with tempfile.TemporaryDirectory(prefix="muse_styledrop_") as folder:
     tmp = Path(folder) / dst.name
     yield tmp
-    with open(tmp, "rb") as src, dst.open("wb") as out:
-      shutil.copyfileobj(src, out, 1 << 22)
+    copy_file(tmp, dst)
 
 
 @contextlib.contextmanager
@@ -91,8 +96,7 @@ def atomic_folder(p: str | os.PathLike) -> Iterator[Path]:
       if f.is_file():
         target = dst / os.fspath(f.relative_to(tmp))
         target.parent.mkdir(parents=True, exist_ok=True)
-        with open(f, "rb") as src, target.open("wb") as out:
-          shutil.copyfileobj(src, out, 1 << 22)
+        copy_file(f, target)
 
 
 def _parent(dst: Path) -> Path:
@@ -149,8 +153,7 @@ def fetched(p: str | os.PathLike) -> Iterator[Path]:
     return
   with tempfile.TemporaryDirectory(prefix="muse_styledrop_") as folder:
     local = Path(folder) / src.name
-    with src.open("rb") as r, open(local, "wb") as w:
-      shutil.copyfileobj(r, w, 1 << 22)
+    copy_file(src, local)
     yield local
 
 
@@ -190,11 +193,8 @@ def local_copy(p: str | os.PathLike) -> Path:
     key = os.fspath(local.relative_to(dst)) if local != dst else "."
     if stamps.get(key) == stamp and local.is_file():
       continue
-    local.parent.mkdir(parents=True, exist_ok=True)
-    tmp = local.with_name(f".{local.name}.tmp")
-    with f.open("rb") as r, open(tmp, "wb") as w:
-      shutil.copyfileobj(r, w, 1 << 22)
-    os.replace(tmp, local)
+    with atomic_file(local) as tmp:
+      copy_file(f, tmp)
     stamps[key] = stamp
     write_json(stamps, stamps_file)
   return dst
