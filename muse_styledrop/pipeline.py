@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from muse_styledrop import files, sampling, sharding, weights
+from muse_styledrop import bank, files, requests, sampling, sharding, weights
 from muse_styledrop.frozen import frozen_jit
 from muse_styledrop.models.adapters import AdapterConfig, AdapterParam
 from muse_styledrop.models.clip import CLIPModel
@@ -164,12 +164,17 @@ class Pipeline:
     return (self.transformer.config.sample_size,) * 2
 
   def draw_tokens(
+    self, prompts: list[str], settings: SamplingSettings, *, seed: int, adapter: int | None = None, **kwargs
+  ) -> jax.Array:
+    """tokens_NHW of `prompts` drawn with `settings`, each picture with the bank entry `adapter` (StyleDrop
+    guidance) or, when None, the base alone (classifier-free guidance); `kwargs` as draw_requests takes them."""
+    return self.draw_requests(requests.single(prompts, settings, adapter), seed=seed, **kwargs)
+
+  def draw_requests(
     self,
-    prompts: list[str],
-    settings: SamplingSettings,
+    wanted: list[requests.Request],
     *,
     seed: int,
-    adapter: int | None = None,
     batch: int = 64,
     progress: str = "",
     init_tokens_BHW: jax.Array | None = None,
@@ -177,54 +182,72 @@ class Pipeline:
     state: nnx.State | None = None,
     side: int = 0,
   ) -> jax.Array:
-    """tokens_NHW of `prompts` drawn with `settings`: the one path from prompts to pictures.
+    """tokens_NHW of the pictures `wanted`: the one path from prompts to pictures.
 
-    `adapter` names the bank entry to draw with (StyleDrop guidance), None the base alone (classifier-free
-    guidance). The n-th picture of a prompt draws with its own key (sampling.picture_keys), so a picture depends on
-    its prompt, seed and settings only, not on the batch it shares. Prompts go `batch` at a time (the last batch
+    Each picture has its own terms (prompts under adapters of the bank, mixed per step) and settings; pictures
+    that decode for the same number of steps share the sampler's batches, whatever their adapters and settings.
+    The n-th picture of the same terms draws with its own key (sampling.picture_keys), so a picture depends on its
+    terms, seed and settings only, not on the batch it shares. Pictures go `batch` at a time (the last batch
     padded, so the sampler compiles once); `progress` names a progress bar over the batches (none when empty).
-    With `init_tokens_BHW` (one picture's tokens per prompt), the last `strength` of the steps redraw them
+    With `init_tokens_BHW` (one picture's tokens per request), the last `strength` of the steps redraw them
     (image-to-image). `state` replaces the transformer's weights (a model in training passes its own). `side`: the
     pictures' side in pixels (0: the model's own).
     """
     from tqdm import tqdm  # noqa: PLC0415
 
-    batch = min(batch, len(prompts))
     side = side or self.grid_hw[0] * self.downscale
     if side % self.downscale:
       raise ValueError(f"a side of {side}px is not a multiple of the tokenizer's downscale {self.downscale}")
-    neg_text, neg_pooled = self.encode_prompts([settings.negative_prompt] * batch)  # the same for every batch
+    batch = min(batch, len(wanted))
     micro = self.micro_conds(batch, side, side)
-    ids = None if adapter is None else jnp.full((batch,), adapter, jnp.int32)
-    keys = sampling.picture_keys(seed, prompts)
-    pad = lambda x, n: jnp.concatenate([x, jnp.repeat(x[-1:], n, axis=0)]) if n else x
-    out = []
-    for i in tqdm(range(0, len(prompts), batch), desc=progress, unit="batch", disable=not progress):
-      chunk = prompts[i : i + batch]
-      missing = batch - len(chunk)
-      text, pooled = self.encode_prompts(chunk + [chunk[-1]] * missing)
-      keys_B = pad(keys[i : i + batch], missing)
+    keys = sampling.picture_keys(seed, [r.terms for r in wanted])
+    groups = requests.by_steps(wanted)
+    chunks = [(steps, index[i : i + batch]) for steps, index in groups.items() for i in range(0, len(index), batch)]
+    layouts = {steps: requests.Layout.of([wanted[i] for i in index]) for steps, index in groups.items()}
+    pieces, order = [], []
+    for steps, index in tqdm(chunks, desc=progress, unit="batch", disable=not progress):
+      order += index
+      real, index = len(index), np.asarray(index + [index[-1]] * (batch - len(index)))  # padded with the last one
+      b = requests.batch([wanted[i] for i in index], layouts[steps])
+      encoded = [self.encode_prompts(prompts) for prompts in b.prompts_KB]
+      neg_text, neg_pooled = self.encode_prompts(b.negative_prompts_B)
+      keys_B = keys[index]
       init, first = None, 0
       if init_tokens_BHW is not None:
         decode_keys, mask_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys_B), 1, 0)
         init, first = sampling.image_to_image_start(
-          mask_keys, pad(init_tokens_BHW[i : i + batch], missing), settings.steps, strength, self.mask_token_id
+          mask_keys, jnp.asarray(init_tokens_BHW)[index], steps, strength, self.mask_token_id
         )
         keys_B = decode_keys
-      passes, keys_B, init = self._spread(settings.passes(text, pooled, neg_text, neg_pooled, micro, ids), keys_B, init)
-      tokens = self.sampler(
-        passes,
-        keys_B,
-        (side // self.downscale,) * 2,
-        num_steps=settings.steps,
-        temperature=settings.temperature,
-        token_temperature=settings.token_temperature,
-        init_tokens_BHW=init,
-        start_step=first,
-        state=state,
+      passes = sampling.mixed(
+        jnp.stack([t for t, _ in encoded]),
+        jnp.stack([p for _, p in encoded]),
+        b.adapter_ids_KB,
+        b.mix_KB,
+        neg_text,
+        neg_pooled,
+        micro,
+        b.lambda_a_B,
+        b.lambda_b_B,
+        b.lambda_a_end_B,
+        layouts[steps].adapted,
       )
-      out.append(self._gather(tokens)[: len(chunk)])
-    return jnp.concatenate(out)
+      passes, keys_B, init = self._spread(passes, keys_B, init)
+      tokens = self._gather(
+        self.sampler(
+          passes,
+          keys_B,
+          (side // self.downscale,) * 2,
+          num_steps=steps,
+          temperature=b.temperature_B2,
+          token_temperature=b.token_temperature_B,
+          init_tokens_BHW=init,
+          start_step=first,
+          state=state,
+        )
+      )
+      pieces.append(tokens[:real])
+    return jnp.concatenate(pieces)[np.argsort(order)] if len(groups) > 1 else jnp.concatenate(pieces)
 
   def _spread(self, passes: sampling.Passes, keys_B, init_BHW):
     """Put a sampler batch's pictures over the mesh's batch axes (all on each device when they do not divide)."""
@@ -251,26 +274,41 @@ class Pipeline:
     self._sampler = None  # the graph changed: build a new one on next use
 
   def load_adapter(self, path: str | Path) -> dict:
-    """Attach an exported adapter (a file or a finished workdir) as bank entry 0; return its metadata.
+    """Attach an exported adapter (a file or a finished workdir) as bank entry 0; return its metadata."""
+    return self.load_adapters([path])[0]
 
-    Refuses an adapter trained on another base model (fingerprints differ).
+  def load_adapters(self, paths: list[str | Path]) -> list[dict]:
+    """Attach exported adapters (files or finished workdirs) as one bank, entry i the i-th; return their metadata.
+
+    Adapters of one kind share a bank whatever their widths (muse_styledrop.bank). Refuses an adapter trained on
+    another base model (fingerprints differ) or a damaged file.
     """
-    tensors, meta = weights.read_adapter(path)
-    if meta.get("base_fingerprint") != self.fingerprint:
-      raise weights.WeightsError(
-        f"adapter {path} was trained on another base model (fingerprint {meta.get('base_fingerprint')}, this "
-        f"base is {self.fingerprint}); load the base it was trained on, or train a new adapter on this one"
-      )
-    self.attach_adapters(AdapterConfig(**meta["adapter"]), nnx.Rngs(0))
-    for key, var in nnx.to_flat_state(nnx.state(self.transformer, AdapterParam)):
-      name = ".".join(str(k) for k in key)
-      if name not in tensors or tuple(tensors[name].shape) != tuple(var.shape):
+    found = []
+    for path in paths:
+      tensors, meta = weights.read_adapter(path)
+      if meta.get("base_fingerprint") != self.fingerprint:
         raise weights.WeightsError(
-          f"adapter {path}: weight {name!r} is missing or has the wrong shape for its "
-          "own adapter config; the file is damaged"
+          f"adapter {path} was trained on another base model (fingerprint {meta.get('base_fingerprint')}, this "
+          f"base is {self.fingerprint}); load the base it was trained on, or train a new adapter on this one"
         )
-      var.set_value(jnp.asarray(tensors[name], var.dtype))
-    return meta
+      found.append((tensors, AdapterConfig(**meta["adapter"]), meta))
+    config = bank.bank_config([c for _, c, _ in found], [str(p) for p in paths])
+    self.attach_adapters(config, nnx.Rngs(0))
+    state = nnx.state(self.transformer, AdapterParam)
+    variables = {".".join(str(k) for k in key): var for key, var in nnx.to_flat_state(state)}
+    for path, (tensors, own, _) in zip(paths, found):
+      own_bank = nnx.eval_shape(lambda own=own: self.transformer.make_adapters(own, nnx.Rngs(0)))
+      for key, var in nnx.to_flat_state(nnx.state(own_bank, AdapterParam)):  # every weight its config has
+        name, shape = "adapters." + ".".join(str(k) for k in key), var.shape
+        if name not in tensors or tuple(tensors[name].shape) != tuple(shape):
+          raise weights.WeightsError(
+            f"adapter {path}: weight {name!r} is missing or has the wrong shape for its "
+            "own adapter config; the file is damaged"
+          )
+    merged = bank.merge([(t, c) for t, c, _ in found], {n: v.shape for n, v in variables.items()})
+    for name, var in variables.items():
+      var.set_value(jnp.asarray(merged[name], var.dtype))
+    return [meta for _, _, meta in found]
 
   # -- text -------------------------------------------------------------------
 

@@ -94,32 +94,83 @@ class SamplingSettings:
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class Passes:
-  """P conditions for B images, combined linearly: logits = sum_p weights_P[p] * logits(pass p)."""
+  """P conditions for B pictures, combined linearly per picture: logits_b = sum_p weights_PB[p, b] * logits(p, b)."""
 
   text_PBTD: jax.Array
   pooled_PBD: jax.Array
   micro_conds_PBM: jax.Array
-  weights_P: jax.Array
+  weights_PB: jax.Array
   adapter_ids_PB: jax.Array | None = None
-  end_weights_P: jax.Array | None = None  # weights at the last step, reached linearly from weights_P; None: fixed
+  end_weights_PB: jax.Array | None = None  # weights at the last step, reached linearly from weights_PB; None: fixed
 
   def weights_at(self, step, num_steps: int) -> jax.Array:
     """The weights of decoding step `step` of `num_steps`."""
-    if self.end_weights_P is None:
-      return self.weights_P
-    return temperature_at(step, num_steps, self.weights_P, self.end_weights_P)
+    if self.end_weights_PB is None:
+      return self.weights_PB
+    return temperature_at(step, num_steps, self.weights_PB, self.end_weights_PB)
+
+
+def mixed(
+  text_KBTD,
+  pooled_KBD,
+  adapter_ids_KB,
+  mix_KB,
+  neg_text_BTD,
+  neg_pooled_BD,
+  micro_conds_BM,
+  lambda_a,
+  lambda_b,
+  lambda_a_end=None,
+  adapted_K: tuple[bool, ...] | None = None,
+) -> Passes:
+  """K guided terms per picture, mixed by weights m_k (mix_KB, summing to 1 per picture), with one negative pass:
+    l = sum_k m_k [A_k(t_k) + lambda_a (A_k(t_k) - G(t_k)) + lambda_b (G(t_k) - G(n))]
+  where A_k is the model with term k's adapter of the bank (adapter_ids_KB; -1: none, and then A_k = G) and t_k its
+  prompt. One term is StyleDrop guidance, or classifier-free guidance with scale lambda_b when it has no adapter;
+  two terms are a composition (a style and a content adapter) or a blend of two styles (docs/sampling.md).
+
+  The lambdas are one number or one per picture. `adapted_K` (static) says which terms may name an adapter in this
+  batch; a term that never does costs one pass, G(t_k), instead of two.
+  """
+  k, b = adapter_ids_KB.shape
+  adapted_K = (True,) * k if adapted_K is None else tuple(adapted_K)
+  ids_KB = jnp.asarray(adapter_ids_KB, jnp.int32)
+  mix_KB = jnp.asarray(mix_KB, jnp.float32)
+  per_picture = lambda x: jnp.broadcast_to(jnp.asarray(x, jnp.float32), (b,))
+  lb = per_picture(lambda_b)
+  none = jnp.full((b,), -1, jnp.int32)
+
+  def weights(lambda_a):
+    a, rows = per_picture(lambda_a), []
+    for term in range(k):
+      m, on = mix_KB[term], ids_KB[term] >= 0
+      if adapted_K[term]:
+        rows += [m * jnp.where(on, 1 + a, 1 + lb), m * jnp.where(on, lb - a, 0.0)]
+      else:
+        rows.append(m * (1 + lb))
+    return jnp.stack([*rows, -lb * mix_KB.sum(0)])
+
+  text, pooled, ids = [], [], []
+  for term in range(k):
+    twice = 2 if adapted_K[term] else 1
+    text += [text_KBTD[term]] * twice
+    pooled += [pooled_KBD[term]] * twice
+    ids += [ids_KB[term], none] if adapted_K[term] else [none]
+  return Passes(
+    text_PBTD=jnp.stack([*text, neg_text_BTD]),
+    pooled_PBD=jnp.stack([*pooled, neg_pooled_BD]),
+    micro_conds_PBM=jnp.stack([micro_conds_BM] * (len(text) + 1)),
+    weights_PB=weights(lambda_a),
+    adapter_ids_PB=jnp.stack([*ids, none]),
+    end_weights_PB=None if lambda_a_end is None else weights(lambda_a_end),
+  )
 
 
 def classifier_free(text_BTD, pooled_BD, neg_text_BTD, neg_pooled_BD, micro_conds_BM, scale: float) -> Passes:
   """Two passes, prompt and negative prompt, no adapter: l = c + scale * (c - u)."""
-  b = text_BTD.shape[0]
-  return Passes(
-    text_PBTD=jnp.stack([text_BTD, neg_text_BTD]),
-    pooled_PBD=jnp.stack([pooled_BD, neg_pooled_BD]),
-    micro_conds_PBM=jnp.stack([micro_conds_BM, micro_conds_BM]),
-    weights_P=jnp.asarray([1.0 + scale, -scale], jnp.float32),
-    adapter_ids_PB=jnp.full((2, b), -1, jnp.int32),
-  )
+  ids = jnp.full((1, text_BTD.shape[0]), -1, jnp.int32)
+  args = (text_BTD[None], pooled_BD[None], ids, jnp.ones(ids.shape), neg_text_BTD, neg_pooled_BD, micro_conds_BM)
+  return mixed(*args, 0.0, scale, adapted_K=(False,))
 
 
 def styledrop(
@@ -139,21 +190,13 @@ def styledrop(
   without any. With `lambda_a_end`, lambda_a goes linearly from `lambda_a` at the first decoding step to
   `lambda_a_end` at the last (our extension).
   """
-  b = text_BTD.shape[0]
-  weights = lambda a: jnp.asarray([1.0 + a, lambda_b - a, -lambda_b], jnp.float32)
-  ids_B = jnp.broadcast_to(jnp.asarray(adapter_ids_B, jnp.int32), (b,))
-  return Passes(
-    text_PBTD=jnp.stack([text_BTD, text_BTD, neg_text_BTD]),
-    pooled_PBD=jnp.stack([pooled_BD, pooled_BD, neg_pooled_BD]),
-    micro_conds_PBM=jnp.stack([micro_conds_BM] * 3),
-    weights_P=weights(lambda_a),
-    adapter_ids_PB=jnp.stack([ids_B, jnp.full((b,), -1, jnp.int32), jnp.full((b,), -1, jnp.int32)]),
-    end_weights_P=None if lambda_a_end is None else weights(lambda_a_end),
-  )
+  ids = jnp.broadcast_to(jnp.asarray(adapter_ids_B, jnp.int32), (1, text_BTD.shape[0]))
+  args = (text_BTD[None], pooled_BD[None], ids, jnp.ones(ids.shape), neg_text_BTD, neg_pooled_BD, micro_conds_BM)
+  return mixed(*args, lambda_a, lambda_b, lambda_a_end)
 
 
 def unguided(text_BTD, pooled_BD, micro_conds_BM) -> Passes:
-  return Passes(text_BTD[None], pooled_BD[None], micro_conds_BM[None], jnp.ones((1,), jnp.float32))
+  return Passes(text_BTD[None], pooled_BD[None], micro_conds_BM[None], jnp.ones((1, text_BTD.shape[0]), jnp.float32))
 
 
 def masked_count(step, num_steps: int, seq_len: int, num_unknown_B):
@@ -176,10 +219,10 @@ def temperature_at(step, num_steps: int, start, end):
 LogitsFn = Callable[..., jax.Array]  # (tokens_BHW, text_BTD, pooled_BD, micro_conds_BM, adapter_ids_B) -> logits_BHWV
 
 
-def guided_logits(logits_fn: LogitsFn, tokens_BHW, passes: Passes, weights_P=None):
+def guided_logits(logits_fn: LogitsFn, tokens_BHW, passes: Passes, weights_PB=None):
   """Combined logits_BHWV of all passes, from one batched call of `logits_fn` (a transformer, or any function of
-  the same arguments), with `weights_P` in place of the passes' weights when given."""
-  p, b = passes.weights_P.shape[0], tokens_BHW.shape[0]
+  the same arguments), with `weights_PB` in place of the passes' weights when given."""
+  p, b = passes.weights_PB.shape[0], tokens_BHW.shape[0]
   flat = lambda x: None if x is None else x.reshape(p * b, *x.shape[2:])
   logits = logits_fn(
     jnp.tile(tokens_BHW, (p, 1, 1)),
@@ -189,7 +232,7 @@ def guided_logits(logits_fn: LogitsFn, tokens_BHW, passes: Passes, weights_P=Non
     flat(passes.adapter_ids_PB),
   )
   logits = logits.astype(jnp.float32).reshape(p, b, *logits.shape[1:])
-  return jnp.einsum("p,pbhwv->bhwv", passes.weights_P if weights_P is None else weights_P, logits)
+  return jnp.einsum("pb,pbhwv->bhwv", passes.weights_PB if weights_PB is None else weights_PB, logits)
 
 
 def decode_step(
@@ -199,16 +242,17 @@ def decode_step(
 
   Each example draws from its own key (keys_B), so a picture does not depend on what else is in its batch.
   `temperature` scales the Gumbel noise on the confidences (which tokens are kept); `token_temperature` divides
-  the logits the tokens are drawn from (1: diffusers' rule; toward 0: the most likely token).
+  the logits the tokens are drawn from (1: diffusers' rule; toward 0: the most likely token). Each is one number,
+  or one a picture.
   """
   keys_B2 = jax.vmap(jax.random.split)(keys_B)
   unknown_BL = tokens_BL == mask_id
-  logits_BLV = logits_BLV / token_temperature
+  logits_BLV = logits_BLV / jnp.reshape(token_temperature, (-1, 1, 1))  # one for all, or one a picture
   sampled_BL = jax.vmap(jax.random.categorical)(keys_B2[:, 0], logits_BLV).astype(tokens_BL.dtype)
   pred_BL = jnp.where(unknown_BL, sampled_BL, tokens_BL)
   logp_BL = jnp.take_along_axis(jax.nn.log_softmax(logits_BLV, axis=-1), pred_BL[..., None], axis=-1)[..., 0]
   gumbel_BL = jax.vmap(lambda k: jax.random.gumbel(k, logp_BL.shape[1:]))(keys_B2[:, 1])
-  confidence = jnp.maximum(logp_BL, math.log(1e-20)) + temperature * gumbel_BL
+  confidence = jnp.maximum(logp_BL, math.log(1e-20)) + jnp.reshape(temperature, (-1, 1)) * gumbel_BL
   confidence = jnp.where(unknown_BL, confidence, jnp.inf)
   count_B = masked_count(step, num_steps, tokens_BL.shape[1], unknown_BL.sum(-1))
   remasked = jnp.where(remask(confidence, count_B), mask_id, pred_BL)
@@ -241,17 +285,18 @@ def generate(
       step_keys_B,
       num_steps=num_steps,
       mask_id=mask_id,
-      temperature=temperature_at(step, num_steps, *temperature_range),
+      temperature=temperature_at(step, num_steps, temperature_range[..., 0], temperature_range[..., 1]),
       token_temperature=token_temperature,
     )
 
   return jax.lax.fori_loop(start_step, num_steps, body, tokens_BHW.reshape(b, h * w)).reshape(b, h, w)
 
 
-def picture_keys(seed: int, prompts: list[str]) -> jax.Array:
-  """One key per picture: the n-th picture of a prompt in a call draws with fold_in(key(seed), n), wherever it
-  sits in the batch, so the same prompt, seed and settings give the same picture alone or among others."""
-  seen: dict[str, int] = {}
+def picture_keys(seed: int, prompts: list) -> jax.Array:
+  """One key per picture: the n-th picture of a prompt (or of any hashable description of a picture) in a call
+  draws with fold_in(key(seed), n), wherever it sits in the batch, so the same prompt, seed and settings give the
+  same picture alone or among others."""
+  seen: dict = {}
   index = []
   for p in prompts:
     index.append(seen.get(p, 0))
@@ -299,8 +344,8 @@ class Sampler:
     grid_hw: tuple[int, int],
     *,
     num_steps: int,
-    temperature: tuple[float, float] = (2.0, 0.0),
-    token_temperature: float = 1.0,
+    temperature=(2.0, 0.0),
+    token_temperature=1.0,
     init_tokens_BHW: jax.Array | None = None,
     start_step: int = 0,
     state: nnx.State | None = None,
@@ -309,7 +354,7 @@ class Sampler:
 
     `temperature` (start, end) scales the confidence noise, annealed linearly;
     `token_temperature` divides the logits tokens are drawn from (see
-    decode_step). Decoding runs steps start_step..num_steps-1 from
+    decode_step); each is one for all pictures, or one a picture. Decoding runs steps start_step..num_steps-1 from
     `init_tokens_BHW` (all masked by default; see image_to_image_start).
     `state` replaces the module's weights captured at construction (a model in
     training passes its current state).
@@ -322,8 +367,8 @@ class Sampler:
       passes,
       init_tokens_BHW.astype(jnp.int32),
       keys_B,
-      jnp.asarray(temperature, jnp.float32),
-      jnp.asarray(token_temperature, jnp.float32),
+      jnp.broadcast_to(jnp.asarray(temperature, jnp.float32), (b, 2)),  # one shape, so one compile
+      jnp.broadcast_to(jnp.asarray(token_temperature, jnp.float32), (b,)),
       jnp.asarray(start_step, jnp.int32),
       num_steps=num_steps,
       mask_id=self.mask_id,

@@ -183,9 +183,9 @@ def sampler_inputs(mesh: Mesh, rules: Rules, passes, pictures: int):
   """Shardings of a sampler call's inputs: (the passes', one for per-picture arrays such as keys and tokens).
 
   Pictures split over the batch axes when their number divides over them, else every device holds them all; in the
-  passes, (pass, picture, ...) arrays split on the picture axis and the per-pass weights are replicated.
+  passes, (pass, picture, ...) arrays split on the picture axis.
   """
   over = batch(mesh, rules).spec[0] if pictures % batch_shards(mesh, rules) == 0 else None
   per_picture = NamedSharding(mesh, P(over))
   in_passes = NamedSharding(mesh, P(None, over))
-  return jax.tree.map(lambda x: in_passes if x.ndim > 1 else replicated(mesh), passes), per_picture
+  return jax.tree.map(lambda x: in_passes, passes), per_picture

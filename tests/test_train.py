@@ -170,10 +170,10 @@ def test_a_lambda_a_schedule_reaches_its_end_weights_on_the_last_step(amused_dir
   # Every drawing builds its passes from SamplingSettings, which a run takes from its config's sample block.
   c = load_config(None).sample
   settings = sampling.SamplingSettings.from_dict(c)
-  assert settings.passes(*args, adapter_ids_B=0).end_weights_P is None  # unset by default: a fixed weight
+  assert settings.passes(*args, adapter_ids_B=0).end_weights_PB is None  # unset by default: a fixed weight
   c.lambda_a, c.lambda_a_end = -1.0, 3.0
-  end = sampling.SamplingSettings.from_dict(c).passes(*args, adapter_ids_B=0).end_weights_P
-  np.testing.assert_array_equal(end, sampling.styledrop(*args, lambda_a=3.0, lambda_b=c.lambda_b).weights_P)
+  end = sampling.SamplingSettings.from_dict(c).passes(*args, adapter_ids_B=0).end_weights_PB
+  np.testing.assert_array_equal(end, sampling.styledrop(*args, lambda_a=3.0, lambda_b=c.lambda_b).weights_PB)
 
 
 def test_a_data_fsdp_model_mesh_matches_one_device(amused_dir, style_image, trained, tmp_path):

@@ -400,10 +400,14 @@ class UVit2DModel(nnx.Module):
 
   def attach_adapters(self, config: AdapterConfig, rngs: nnx.Rngs) -> None:
     """Add a fresh bank of adapters (AdapterParams); the model's output is unchanged until they train."""
+    self.adapters = self.make_adapters(config, rngs)
+
+  def make_adapters(self, config: AdapterConfig, rngs: nnx.Rngs) -> BottleneckAdapters | LoRAAdapters:
+    """A fresh bank of adapters for this model (not attached)."""
     c = self.config
     if config.kind == "bottleneck":
       blocks = 2 * c.num_res_blocks if config.blocks else 0
-      self.adapters = BottleneckAdapters(
+      return BottleneckAdapters(
         config, c.num_hidden_layers, c.hidden_size, rngs=rngs, blocks=blocks, block_dim=c.block_out_channels
       )
     else:
@@ -416,7 +420,7 @@ class UVit2DModel(nnx.Module):
         for i in range(c.num_res_blocks):
           for j in (1, 2):
             targets[f"{block}.attention_blocks.{i}.attn{j}"] = (c.block_out_channels,) * 3
-      self.adapters = LoRAAdapters(config, targets, rngs=rngs)
+      return LoRAAdapters(config, targets, rngs=rngs)
 
   def condition(self, pooled_BD, micro_conds_BM):
     """The vector that drives every adaptive norm: pooled text + sinusoidal micro-conditions."""
