@@ -64,10 +64,18 @@ def _read_captions(folder: Path) -> dict[str, str] | None:
   return None
 
 
+ROLES = ("style", "content")
+
+
 def resolve_style_set(
-  style_images: str | list[str], content_prompts: str | list[str], style_descriptor: str
+  style_images: str | list[str], content_prompts: str | list[str], style_descriptor: str, role: str = "style"
 ) -> StyleSet:
-  """Paths and content texts from config values: a path, a comma-separated list, or a folder (+ captions)."""
+  """Paths and content texts from config values: a path, a comma-separated list, or a folder (+ captions).
+
+  A 'content' set (pictures of one subject, captions that name it by a rare word) needs no style phrase.
+  """
+  if role not in ROLES:
+    raise StyleSetError(f"config.role={role!r}; use 'style' (StyleDrop) or 'content' (one subject, DreamBooth-like)")
   items = style_images if isinstance(style_images, (list, tuple)) else [s for s in str(style_images).split(",")]
   items = [s.strip() for s in items if s and s.strip()]
   if not items:
@@ -107,10 +115,10 @@ def resolve_style_set(
         "('a house|a cat', one per image) or put a captions.txt (file<TAB>text) in its folder"
       )
     contents = [captions[str(p)] for p in paths]
-  if not style_descriptor.strip():
+  if not style_descriptor.strip() and role == "style":
     raise StyleSetError(
       "the style phrase is empty; set --config.style_descriptor (e.g. 'in watercolor painting "
-      "style', or a rare token such as 'in sks style')"
+      "style', or a rare token such as 'in sks style'); a content adapter takes --config.role=content"
     )
   return StyleSet(paths, contents, style_descriptor.strip())
 

@@ -165,6 +165,7 @@ def run_metadata(pipe: Pipeline, style: data.StyleSet, config, use_adapter: bool
     "base_fingerprint": pipe.fingerprint,
     "adapter": dataclasses.asdict(adapter_config(config)),
     "trainable": "adapter" if use_adapter else "all",
+    "role": config.role,
     "style_phrase": style.style_phrase,
     "training_prompts": style.prompts,
     "style_images": [str(p) for p in style.paths],
@@ -205,7 +206,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
   # -- Init (cheap checks first, heavy loading last) --------------------------
   base = check_model_dir(resolve_base_model(config.base_model))
-  style = data.resolve_style_set(config.style_images, config.content_prompts, config.style_descriptor)
+  style = data.resolve_style_set(config.style_images, config.content_prompts, config.style_descriptor, config.role)
   settings = SamplingSettings.from_dict(config.sample)
   evals = evaluators.from_config(config.evals)
   mesh = sharding.make_mesh(config.mesh.to_dict())

@@ -342,7 +342,7 @@ def test_full_size_round1_adapter_file_is_small_and_holds_no_base_weight(tmp_pat
 
 
 @pytest.mark.parametrize(
-  "case", ["missing", "corrupt", "empty", "count", "no_style_phrase", "hue_caption", "hues", "no_reference"]
+  "case", ["missing", "corrupt", "empty", "count", "no_style_phrase", "role", "hue_caption", "hues", "no_reference"]
 )
 def test_bad_style_input_is_a_clear_error_and_writes_nothing(amused_dir, style_image, tmp_path, case):
   from muse_styledrop.data import StyleSetError
@@ -361,6 +361,8 @@ def test_bad_style_input_is_a_clear_error_and_writes_nothing(amused_dir, style_i
     c.content_prompts, error, match = "a house|a cat", StyleSetError, "2 content prompt"
   elif case == "no_style_phrase":
     c.style_descriptor, error, match = "  ", StyleSetError, "style phrase is empty"
+  elif case == "role":
+    c.role, error, match = "subject", StyleSetError, "config.role='subject'"
   elif case == "hue_caption":
     c.augment.hue_caption, error, match = "colour", StyleSetError, "hue_caption='colour'"
   elif case == "hues":
@@ -454,6 +456,21 @@ def test_lora_adapter_trains_and_exports_only_lora_weights(amused_dir, style_ima
   assert any(np.abs(np.asarray(v)).max() > 0 for k, v in tensors.items() if k.endswith("_b"))  # B left zero
   pipe = Pipeline.from_pretrained(amused_dir)
   pipe.load_adapter(tmp_path)  # and it loads back for sampling
+
+
+def test_a_content_adapter_learns_its_subject_from_captions_without_a_style_phrase(amused_dir, tmp_path):
+  from muse_styledrop.shapes import references
+
+  c = load_config("content,runlocal")
+  c.base_model, c.steps, c.steps_per_call = str(amused_dir), 5, 5
+  c.mesh, c.checkpoint.use_async = dict(data=1, fsdp=1, model=1), False
+  assert c.role == "content" and c.style_descriptor == "" and c.style_images == str(references.CONTENT_DIR)
+  train.train_and_evaluate(c, tmp_path)
+  tensors, meta = weights.read_adapter(tmp_path)
+  assert meta["role"] == "content" and meta["style_phrase"] == ""
+  assert meta["training_prompts"] == [references.subject_caption(s) for s in references.SUBJECT_SCENES]
+  assert all("sks" in p and "heart" not in p for p in meta["training_prompts"])
+  assert any(np.abs(np.asarray(v)).max() > 0 for k, v in tensors.items() if k.endswith("wu"))
 
 
 def test_all_weights_mode_trains_the_base(amused_dir, style_image, tmp_path):

@@ -7,6 +7,7 @@ base). The paper's own numbers for aMUSEd-sized bases: the `:paper` variant.
 
   python -m muse_styledrop.train --config=configs/style_one_shot.py
   python -m muse_styledrop.train --config=configs/style_one_shot.py:runlocal   # a few steps, for a laptop or tests
+  python -m muse_styledrop.train --config=configs/style_one_shot.py:content    # a subject, for composition
 
 Override any field: --config.style_images=me.png --config.content_prompts="a house" \
   --config.style_descriptor="in watercolor painting style" --config.base_model=/path/to/amused-256
@@ -34,6 +35,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.style_images = REFERENCE["image"]  # a path, comma-separated paths, or a folder (+ captions.txt)
   c.content_prompts = REFERENCE["content"]  # one content text per image, separated by '|'
   c.style_descriptor = REFERENCE["style"]
+  c.role = "style"  # 'style' (StyleDrop) or 'content' (one subject named by a rare word, no style phrase)
   c.trainable = "adapter"  # 'adapter' (StyleDrop) or 'all' (full fine-tune)
   # blocks: also on the U-ViT's block attentions, and head: on the logit layer's input (our extensions;
   # docs/training.md). `:paper` keeps the paper's sites only.
@@ -125,4 +127,23 @@ def paper(c):
   c.sample.temperature, c.sample.token_temperature = (4.5, 0.0), 1.0
 
 
-VARIANTS = {"runlocal": runlocal, "round2": round2, "paper": paper}
+def content(c):
+  """A content adapter (DreamBooth-like): 1-6 pictures of one subject, captions that name it by a rare word and hold
+  no style phrase. By default the shipped subject, a green heart called 'sks'; drawn with a style adapter by
+  `sample --content_adapter` (docs/sampling.md).
+  """
+  c.name = "content_one_shot"
+  c.role = "content"
+  c.style_images = str(Path(__file__).resolve().parents[1] / "assets" / "content")
+  c.content_prompts = ""  # from the folder's captions.txt
+  c.style_descriptor = ""
+  c.evals = {}
+  c.sample.prompts = [
+    "a sks in the center",
+    "a small sks on the right",
+    "a large sks at the bottom",
+    "a sks on the left",
+  ]
+
+
+VARIANTS = {"runlocal": runlocal, "round2": round2, "paper": paper, "content": content}

@@ -1,4 +1,5 @@
-"""The shipped reference pictures: one picture of each held-out style, the one StyleDrop learns it from.
+"""The shipped reference pictures: one picture of each held-out style, the one StyleDrop learns it from, and three
+pictures of one subject, the one a content adapter learns.
 
   python -m muse_styledrop.shapes.references [--out=DIR]   # rewrite them (default: where they ship)
 
@@ -25,6 +26,31 @@ REFERENCE_SEED = 7
 STAR = Scene((Obj("star", "orange", "large", "center"),), "white")
 SQUARE = Scene((Obj("square", "blue", "large", "center"),), "white")
 REFERENCES: dict[str, Scene] = {style: STAR for style in HELD_OUT} | {"neon": SQUARE, "crayon": SQUARE}
+# The subject: a green heart, shown three times in a seen style, captioned with a rare word in place of its colour
+# and shape ("a large sks in the center"), so the word means the subject and only the subject.
+CONTENT_DIR = REFERENCE_DIR.parent / "content"  # 0.png, 1.png, 2.png, captions.txt
+SUBJECT = ("green", "heart")
+WORD = "sks"
+SUBJECT_STYLE = "flat"
+SUBJECT_SCENES = (
+  Scene((Obj("heart", "green", "large", "center"),), "white"),
+  Scene((Obj("heart", "green", "small", "left"),), "beige"),
+  Scene((Obj("heart", "green", "medium", "top"),), "sky"),
+)
+
+
+def subject_caption(scene: Scene) -> str:
+  """The scene's content with the subject named by the rare word: 'a large sks in the center'."""
+  return scene.content().replace(" ".join(SUBJECT), WORD)
+
+
+def write_subject(out: Path = CONTENT_DIR) -> list[Path]:
+  """The subject's pictures and their captions.txt, as a content adapter's training folder."""
+  paths = [
+    save_png(render(scene, SUBJECT_STYLE, REFERENCE_SEED), out / f"{i}.png") for i, scene in enumerate(SUBJECT_SCENES)
+  ]
+  (out / "captions.txt").write_text("".join(f"{p.name}\t{subject_caption(s)}\n" for p, s in zip(paths, SUBJECT_SCENES)))
+  return paths
 
 
 def reference_picture(style: str) -> np.ndarray:
@@ -44,10 +70,13 @@ def reference_run(style: str) -> dict[str, str]:
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--out", default=str(REFERENCE_DIR), help="Folder to write <style>.png into (default: the package's).")
+  p.add_argument("--content_out", default=str(CONTENT_DIR), help="Folder to write the subject's pictures into.")
   args = p.parse_args(argv)
   out = Path(args.out)
   for style in REFERENCES:
     print(f"{save_png(reference_picture(style), out / f'{style}.png')}: {REFERENCES[style].content()}")
+  for path, scene in zip(write_subject(Path(args.content_out)), SUBJECT_SCENES):
+    print(f"{path}: {subject_caption(scene)}")
 
 
 if __name__ == "__main__":
