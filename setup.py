@@ -31,7 +31,7 @@ setup(
     extras_require={
         # The PyTorch originals, for parity tests and side-by-side benchmarks only; pytest-xdist runs the
         # suite on two workers (pytest.ini); Playwright drives a system Chromium in the browser tests; a local
-        # Cloud Storage emulator serves the gs:// tests.
+        # Cloud Storage emulator serves the gs:// tests; peft lets diffusers load our LoRA export.
         "test": [
             "pytest>=8",
             "pytest-xdist>=3",
@@ -41,6 +41,7 @@ setup(
             "playwright>=1.40",
             "gcsfs>=2024.2",
             "gcp-storage-emulator>=2024.8",
+            "peft>=0.13",
         ],
         "gcs": ["gcsfs>=2024.2"],  # gs:// workdirs, models and style images
         "bench": ["peft>=0.13"],  # diffusers' LoRA recipe in benchmarks/train_step.py

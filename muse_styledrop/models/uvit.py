@@ -345,6 +345,21 @@ class ConvMlmLayer(nnx.Module):
     return self.conv2(self.layer_norm(h).astype(h.dtype))
 
 
+def lora_targets(c: UVitConfig) -> dict[str, tuple[int, int, int]]:
+  """LoRA's attentions, by their PyTorch module path, with (query input, key/value input, output) widths: every
+  attention of the transformer layers and of the blocks' attention blocks, as diffusers' aMUSEd LoRA recipe has it."""
+  targets = {
+    f"transformer_layers.{i}.attn{j}": (c.hidden_size, c.hidden_size, c.hidden_size)
+    for i in range(c.num_hidden_layers)
+    for j in (1, 2)
+  }
+  for block in ("down_block", "up_block"):
+    for i in range(c.num_res_blocks):
+      for j in (1, 2):
+        targets[f"{block}.attention_blocks.{i}.attn{j}"] = (c.block_out_channels,) * 3
+  return targets
+
+
 class UVit2DModel(nnx.Module):
   """The aMUSEd masked transformer: (tokens, text states, pooled text, micro-conds) -> codebook logits."""
 
@@ -411,15 +426,7 @@ class UVit2DModel(nnx.Module):
         config, c.num_hidden_layers, c.hidden_size, rngs=rngs, blocks=blocks, block_dim=c.block_out_channels
       )
     else:
-      targets = {
-        f"transformer_layers.{i}.attn{j}": (c.hidden_size, c.hidden_size, c.hidden_size)
-        for i in range(c.num_hidden_layers)
-        for j in (1, 2)
-      }
-      for block in ("down_block", "up_block"):
-        for i in range(c.num_res_blocks):
-          for j in (1, 2):
-            targets[f"{block}.attention_blocks.{i}.attn{j}"] = (c.block_out_channels,) * 3
+      targets = lora_targets(c)
       return LoRAAdapters(config, targets, rngs=rngs)
 
   def condition(self, pooled_BD, micro_conds_BM):
