@@ -167,3 +167,22 @@ def settings_or_default(recorded):
     recorded
     or dict(steps=4, temperature=(2.0, 0.0), token_temperature=1.0, guidance_scale=3.0, lambda_a=1.0, lambda_b=5.0)
   )
+
+
+def test_image_to_image_with_an_adapter_keeps_the_tokens_it_does_not_redraw(amused_dir):
+  pipe = Pipeline.from_pretrained(amused_dir)
+  pipe.attach_adapters(AdapterConfig(), nnx.Rngs(0))
+  randomize_adapters(pipe.transformer, 4)
+  settings = settings_or_default(None).replace(steps=8)
+  source = jax.random.randint(jax.random.key(5), (3, 4, 4), 0, 40)
+  prompts = ["a red cat in sks style"] * 3
+  drawn = {
+    a: pipe.draw_tokens(prompts, settings, seed=1, adapter=a, init_tokens_BHW=source, strength=0.5) for a in (0, None)
+  }
+  keys = sampling.picture_keys(1, [(Term(p, 0),) for p in prompts])
+  mask_keys = jax.vmap(jax.random.split)(keys)[:, 1]
+  init, first = sampling.image_to_image_start(mask_keys, source, 8, 0.5, pipe.mask_token_id)
+  kept = np.asarray(init != pipe.mask_token_id)
+  assert first == 4 and 0 < kept.mean() < 1
+  np.testing.assert_array_equal(np.asarray(drawn[0])[kept], np.asarray(source)[kept])
+  assert not np.array_equal(drawn[0], drawn[None])  # the adapter redraws the rest its own way
