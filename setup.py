@@ -31,7 +31,8 @@ setup(
     extras_require={
         # The PyTorch originals, for parity tests and side-by-side benchmarks only; pytest-xdist runs the
         # suite on two workers (pytest.ini); Playwright drives a system Chromium in the browser tests; a local
-        # Cloud Storage emulator serves the gs:// tests; peft lets diffusers load our LoRA export.
+        # Cloud Storage emulator serves the gs:// tests; peft lets diffusers load our LoRA export; nbclient,
+        # ipykernel and jupytext run the Colab notebook and check it against its text form.
         "test": [
             "pytest>=8",
             "pytest-xdist>=3",
@@ -42,6 +43,9 @@ setup(
             "gcsfs>=2024.2",
             "gcp-storage-emulator>=2024.8",
             "peft>=0.13",
+            "nbclient>=0.10",
+            "ipykernel>=6.29",
+            "jupytext>=1.16",
         ],
         "gcs": ["gcsfs>=2024.2"],  # gs:// workdirs, models and style images
         "bench": ["peft>=0.13"],  # diffusers' LoRA recipe in benchmarks/train_step.py
