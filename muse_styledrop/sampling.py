@@ -13,8 +13,10 @@ combines P forward passes of the same tokens under different conditions
   classifier-free, l = G(t) + s (G(t) - G(n))        -> weights (1+s, -s)
   StyleDrop, l = A(t) + a (A(t) - G(t)) + b (G(t) - G(n))
                                                      -> (1+a, b-a, -b)
-The P passes run as ONE batched forward of P*B examples. Note diffusers'
-aMUSEd `guidance_scale` g is u + g (c - u), i.e. s = g - 1 here.
+The P passes run as ONE batched forward of P*B examples, with weights per
+picture, so pictures of different adapters and settings share a batch; a
+composition or blend of K adapters is 2K + 1 passes (`mixed`). Note
+diffusers' aMUSEd `guidance_scale` g is u + g (c - u), i.e. s = g - 1 here.
 """
 
 from __future__ import annotations

@@ -105,13 +105,13 @@ display(Image(filename=str(RUNS / "composed" / "grid.png")))
 # ## Round 2: train again on the pictures you pick
 #
 # Round 1's adapter draws a pool of new prompts. On Colab the selection page opens through Colab's proxy: tick the
-# pictures that show their prompt in the style, Save, then Done. In test mode (and with `SELECT = "random"`) the
-# pool is picked at random, the paper's control.
+# pictures that show their prompt in the style, Save, then Done. In test mode, or with `SELECT = "random"` (or
+# MUSE_STYLEDROP_SELECT=random for a run without a person), the pool is picked at random, the paper's control.
 
 # %%
 from muse_styledrop import feedback
 
-SELECT = "random" if TEST else "human"
+SELECT = os.environ.get("MUSE_STYLEDROP_SELECT", "random" if TEST else "human")
 
 
 def ask_in_colab(out, entries, phrase, port, on_save, reference=None):
