@@ -152,6 +152,18 @@ def test_sample_mixes_styles_from_a_prompts_file_and_composes_in_one_line_errors
     gamma=0.5,
   )
   assert len(composed) == 3
+  blended = sample.run(
+    str(amused_dir),
+    ["a red cat in sks style"],
+    1,
+    0,
+    tmp_path / "blended",
+    str(a),
+    settings_or_default,
+    blend_adapter=str(b),
+    blend=0.3,
+  )
+  assert [p.name for p in blended] == ["image_000.png"]
   lines.write_text("c: a red cat\n")
   with pytest.raises(ValueError, match="names 'c', which is not one of a, none"):
     sample.run(str(amused_dir), [], 1, 0, tmp_path / "x", adapters={"a": str(a)}, prompts_file=str(lines))
