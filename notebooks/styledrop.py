@@ -88,16 +88,16 @@ display(Image(filename=str(RUNS / "samples" / "grid.png")))
 # %% [markdown]
 # ## My content in my style
 #
-# A content adapter learns one subject from a few pictures whose captions name it by a rare word ("sks") and hold
-# no style phrase; here, the shipped green heart. Composition mixes, at every decoding step, the style adapter's
-# guided logits for the full prompt with the content adapter's for the prompt without the style phrase, share g
-# (`gamma`) of the content.
+# A content adapter learns one subject from a few pictures whose captions name it by a rare word before its class
+# ("sks heart") and hold no style phrase; here, the shipped green heart. Composition mixes, at every decoding
+# step, the style adapter's guided logits for the full prompt with the content adapter's for the prompt without
+# the style phrase, share g (`gamma`) of the content.
 
 # %%
 content = shrink(style_one_shot.get_config("content"))
 train_and_evaluate(content, RUNS / "content")
 display(Image(filename=str(RUNS / "content" / "samples.png")))
-composed = ["a large sks in the center in mosaic tile style", "a sks on the left in mosaic tile style"]
+composed = ["a large sks heart in the center in mosaic tile style", "a sks heart on the left in mosaic tile style"]
 sample.run("", composed, 4, 0, RUNS / "composed", str(RUNS / "style"), content_adapter=str(RUNS / "content"), gamma=0.5)
 display(Image(filename=str(RUNS / "composed" / "grid.png")))
 

@@ -129,7 +129,7 @@ def paper(c):
 
 def content(c):
   """A content adapter (DreamBooth-like): 1-6 pictures of one subject, captions that name it by a rare word and hold
-  no style phrase. By default the shipped subject, a green heart called 'sks'; drawn with a style adapter by
+  no style phrase. By default the shipped subject, a green heart called 'sks heart'; drawn with a style adapter by
   `sample --content_adapter` (docs/sampling.md).
   """
   c.name = "content_one_shot"

@@ -26,9 +26,9 @@ REFERENCE_SEED = 7
 STAR = Scene((Obj("star", "orange", "large", "center"),), "white")
 SQUARE = Scene((Obj("square", "blue", "large", "center"),), "white")
 REFERENCES: dict[str, Scene] = {style: STAR for style in HELD_OUT} | {"neon": SQUARE, "crayon": SQUARE}
-# The subject: a green heart, shown three times in a seen style, captioned with a rare word in place of its colour
-# and shape ("a large sks in the center"), so the word means the subject and only the subject.
-CONTENT_DIR = REFERENCE_DIR.parent / "content"  # 0.png, 1.png, 2.png, captions.txt
+# The subject: a green heart, shown five times in a seen style and captioned as DreamBooth captions its subjects,
+# a rare word before the class noun in place of the colour ("a large sks heart in the center").
+CONTENT_DIR = REFERENCE_DIR.parent / "content"  # 0.png ... 4.png, captions.txt
 SUBJECT = ("green", "heart")
 WORD = "sks"
 SUBJECT_STYLE = "flat"
@@ -36,12 +36,14 @@ SUBJECT_SCENES = (
   Scene((Obj("heart", "green", "large", "center"),), "white"),
   Scene((Obj("heart", "green", "small", "left"),), "beige"),
   Scene((Obj("heart", "green", "medium", "top"),), "sky"),
+  Scene((Obj("heart", "green", "small", "right"),), "white"),
+  Scene((Obj("heart", "green", "medium", "bottom"),), "beige"),
 )
 
 
 def subject_caption(scene: Scene) -> str:
-  """The scene's content with the subject named by the rare word: 'a large sks in the center'."""
-  return scene.content().replace(" ".join(SUBJECT), WORD)
+  """The scene's content with the subject named by the rare word and its class: 'a large sks heart in the center'."""
+  return scene.content().replace(" ".join(SUBJECT), f"{WORD} {SUBJECT[1]}")
 
 
 def write_subject(out: Path = CONTENT_DIR) -> list[Path]:
