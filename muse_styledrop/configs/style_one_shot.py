@@ -139,10 +139,10 @@ def content(c):
   c.style_descriptor = ""
   c.evals = {}
   c.sample.prompts = [
-    "a sks in the center",
-    "a small sks on the right",
-    "a large sks at the bottom",
-    "a sks on the left",
+    "a sks heart in the center",
+    "a small sks heart on the right",
+    "a large sks heart at the bottom",
+    "a sks heart on the left",
   ]
 
 
