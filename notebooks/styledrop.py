@@ -43,6 +43,9 @@ RUNS = Path("runs/notebook")
 import jax
 from IPython.display import Image, display
 
+from muse_styledrop import cli
+
+cli.use_compilation_cache()  # compiled programs kept on disk: running the notebook again starts without compiling
 print(f"{jax.device_count()} {jax.devices()[0].platform} device(s): the trainer's mesh spreads each batch over all")
 
 
