@@ -39,7 +39,7 @@ def lora_module(site: str) -> str:
   return f"{block.replace('_block_attention_blocks', '_block.attention_blocks')}.{index}.attn{which}"
 
 
-def lora_tensors(tensors: dict, config: dict, entry: int) -> tuple[dict, dict]:
+def lora_tensors(tensors: dict, adapter_config: dict, entry: int) -> tuple[dict, dict]:
   """(peft-layout tensors, lora_adapter_metadata) of bank entry `entry` of a LoRA adapter."""
   out = {}
   for key, value in tensors.items():
@@ -47,7 +47,11 @@ def lora_tensors(tensors: dict, config: dict, entry: int) -> tuple[dict, dict]:
     name, which = leaf.split("_")  # q_a -> q, a
     lora = "lora_A" if which == "a" else "lora_B"
     out[f"transformer.{lora_module(site)}.to_{name}.{lora}.weight"] = np.asarray(value[entry], np.float32).T
-  meta = {"r": config["rank"], "lora_alpha": config["alpha"], "target_modules": ["to_q", "to_k", "to_v"]}
+  meta = {
+    "r": adapter_config["rank"],
+    "lora_alpha": adapter_config["alpha"],
+    "target_modules": ["to_q", "to_k", "to_v"],
+  }
   return out, {f"transformer.{k}": v for k, v in meta.items()}
 
 
@@ -78,13 +82,14 @@ def bottleneck_tensors(tensors: dict, entry: int) -> dict:
 def export(adapter: str | Path, out: str | Path, entry: int = 0) -> Path:
   """Write the adapter's bank entry `entry` into the folder `out` in its PyTorch layout; return the file."""
   tensors, meta = weights.read_adapter(adapter)
-  config = meta["adapter"]
-  if not 0 <= entry < config.get("bank_size", 1):
-    raise ValueError(f"--entry={entry}: the adapter's bank holds entries 0..{config.get('bank_size', 1) - 1}")
-  about = {k: meta.get(k) for k in ("base_fingerprint", "style_phrase", "role")} | {"adapter": config}
+  adapter_config = meta["adapter"]
+  bank = adapter_config["bank_size"]
+  if not 0 <= entry < bank:
+    raise ValueError(f"--entry={entry}: the adapter's bank holds entries 0..{bank - 1}")
+  about = {k: meta.get(k) for k in ("base_fingerprint", "style_phrase", "role")} | {"adapter": adapter_config}
   out = files.path(out)
-  if config["kind"] == "lora":
-    converted, lora_meta = lora_tensors(tensors, config, entry)
+  if adapter_config["kind"] == "lora":
+    converted, lora_meta = lora_tensors(tensors, adapter_config, entry)
     path = out / LORA_FILE
     header = {"format": "pt", "lora_adapter_metadata": json.dumps(lora_meta), "styledrop": json.dumps(about)}
   else:

@@ -87,6 +87,6 @@ def test_an_unknown_variant_is_one_line_and_exit_2(tmp_path):
   )
   assert result.returncode == 2
   assert result.stderr.strip().splitlines() == [
-    "error: unknown variant 'papr' of style_one_shot; use any of runlocal, round2, paper, comma-separated"
+    "error: unknown variant 'papr' of style_one_shot; use any of runlocal, round2, paper, content, comma-separated"
   ]
   assert not (tmp_path / "r").exists()
