@@ -6,6 +6,7 @@ from pathlib import Path
 
 import jupytext
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "styledrop.ipynb"
@@ -21,6 +22,7 @@ def test_the_notebook_matches_its_text_form_and_holds_no_outputs():
   assert all(not c.outputs and c.execution_count is None for c in code), "strip the notebook's outputs"
 
 
+@pytest.mark.notebook
 def test_every_cell_of_the_notebook_runs_in_test_mode(tmp_path, monkeypatch):
   monkeypatch.setenv("MUSE_STYLEDROP_NOTEBOOK_TEST", "1")
   monkeypatch.setenv(
