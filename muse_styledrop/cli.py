@@ -88,6 +88,19 @@ def run_main(main, compilation_cache: bool = True) -> None:
     fail(f"{message.strip()} (while reading the --config flags)")
 
 
+def workdir_from_flags(config) -> str:
+  """--workdir (default runs/<config name>); with --fresh an existing one is renamed DIR.old-<time>, never deleted."""
+  from absl import flags  # noqa: PLC0415
+
+  from muse_styledrop import distributed, files  # noqa: PLC0415
+
+  workdir = flags.FLAGS.workdir or str(Path("runs") / config.name)
+  if flags.FLAGS.fresh and files.path(workdir).exists() and distributed.is_writer():
+    aside = files.set_aside(workdir)
+    print(f"--fresh: the old run is now {aside}")
+  return workdir
+
+
 def run_config_main(main, config_help: str, compilation_cache: bool = True) -> None:
   """`--config=FILE[:variant] [--config.key=value ...] [--workdir=DIR]`, then `main` under run_main."""
   from absl import flags  # noqa: PLC0415
@@ -99,5 +112,6 @@ def run_config_main(main, config_help: str, compilation_cache: bool = True) -> N
   sys.argv = [f"--config={resolve(a[len('--config=') :])}" if a.startswith("--config=") else a for a in sys.argv]
   config_flags.DEFINE_config_file("config", None, config_help, lock_config=True)
   flags.DEFINE_string("workdir", "", "Run directory; default runs/<config name>.")
+  flags.DEFINE_bool("fresh", False, "Set an existing --workdir aside (renamed DIR.old-<time>) and start afresh.")
   flags.mark_flags_as_required(["config"])
   run_main(main, compilation_cache)

@@ -16,6 +16,7 @@ tokenised once, up front, and stay on device.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,10 @@ class StyleSet:
   @property
   def prompts(self) -> list[str]:
     return [join_prompt(c, self.style_phrase) for c in self.contents]
+
+  def sha256(self) -> list[str]:
+    """Each picture's content hash: what a workdir records to know its pictures again under any name."""
+    return [hashlib.sha256(p.read_bytes()).hexdigest() for p in self.paths]
 
 
 def _read_captions(folder: Path) -> dict[str, str] | None:

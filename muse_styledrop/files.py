@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,17 @@ def _parent(dst: Path) -> Path:
   parent = dst.parent
   parent.mkdir(parents=True, exist_ok=True)
   return parent
+
+
+def set_aside(p: str | os.PathLike) -> Path | epath.Path:
+  """Rename `p` to `p.old-<UTC time>` (a number added if that exists) and return the new name."""
+  src = path(p)
+  stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+  dst, n = src.parent / f"{src.name}.old-{stamp}", 1
+  while dst.exists():
+    dst, n = src.parent / f"{src.name}.old-{stamp}-{n}", n + 1
+  src.rename(dst)
+  return dst
 
 
 def write_bytes(data: bytes, p: str | os.PathLike) -> None:

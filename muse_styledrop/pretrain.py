@@ -176,10 +176,12 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
 def main(argv):
   from absl import flags  # noqa: PLC0415
 
+  from muse_styledrop.cli import workdir_from_flags  # noqa: PLC0415
+
   del argv
   config = flags.FLAGS.config
-  workdir = flags.FLAGS.workdir or str(Path("runs") / config.name)
   distributed.initialize(**config.distributed.to_dict())  # multi-host: each process then sees the global mesh
+  workdir = workdir_from_flags(config)
   summary = pretrain(config, workdir)
   if distributed.is_writer():
     print(json.dumps(summary, indent=2))

@@ -160,18 +160,56 @@ def sample_prompts(config, style: data.StyleSet) -> list[str]:
   return [data.join_prompt(p, style.style_phrase) for p in config.sample.prompts] * config.sample.per_prompt
 
 
+def style_inputs(style: data.StyleSet) -> dict:
+  """What a run learns from, as its workdir records it: pictures (names and content hashes), phrase, texts."""
+  return {
+    "style_images": [str(p) for p in style.paths],
+    "style_sha256": style.sha256(),
+    "style_phrase": style.style_phrase,
+    "content_texts": style.contents,
+  }
+
+
 def run_metadata(pipe: Pipeline, style: data.StyleSet, config, use_adapter: bool, settings: SamplingSettings) -> dict:
   return {
     "base_fingerprint": pipe.fingerprint,
     "adapter": dataclasses.asdict(adapter_config(config)),
     "trainable": "adapter" if use_adapter else "all",
     "role": config.role,
-    "style_phrase": style.style_phrase,
     "training_prompts": style.prompts,
-    "style_images": [str(p) for p in style.paths],
+    **style_inputs(style),
     "sampling": settings.to_dict(),
     "config": json.loads(config.to_json_best_effort()),
   }
+
+
+IDENTITY = {"style_sha256": "style picture(s)", "style_phrase": "style phrase", "content_texts": "content text(s)"}
+
+
+def _shown(field: str, value, meta: dict) -> str:
+  if field == "style_sha256":  # a hash names no file: show the recorded names beside the short hashes
+    return ", ".join(f"{Path(n).name} (sha256 {h[:12]})" for n, h in zip(meta["style_images"], value, strict=True))
+  return repr(value if field == "style_phrase" else " | ".join(value))
+
+
+def recorded_inputs(ckpt, workdir: Path) -> dict | None:
+  """What a workdir's run was trained on: its latest checkpoint's metadata, else its exported adapter's."""
+  latest = ckpt.latest_step()
+  if latest is not None:
+    return ckpt.meta(latest)
+  return weights.read_adapter(workdir)[1] if (workdir / "adapter.safetensors").is_file() else None
+
+
+def check_same_inputs(workdir: Path, old: dict | None, new: dict) -> None:
+  """Refuse to resume (or re-export) a run over other pictures, another style phrase or other content texts."""
+  for field, name in IDENTITY.items():
+    if old is None or field not in old or old[field] == new[field]:
+      continue
+    raise checkpointing.CheckpointMismatch(
+      f"{workdir} was trained with {name} {_shown(field, old[field], old)}, this run has "
+      f"{_shown(field, new[field], new)}; use a new --workdir, or add --fresh to set the old run aside and "
+      "start afresh"
+    )
 
 
 def restore_or_start(ckpt, workdir: Path, fingerprint: str, like: dict) -> tuple[dict, int]:
@@ -212,6 +250,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   mesh = sharding.make_mesh(config.mesh.to_dict())
   rules = config.sharding.rules.to_dict()
   sharding.check_batch_size(mesh, rules, config.batch_size)
+  ckpt = checkpointing.Checkpointer(workdir / "checkpoints", use_async=config.checkpoint.use_async)
+  check_same_inputs(workdir, recorded_inputs(ckpt, workdir), style_inputs(style))
 
   # -- Shard & transfer: the base goes straight into its shards ---------------
   pipe = Pipeline.from_pretrained(base, resolve_dtype(config.dtype, mesh.devices.flat), mesh=mesh, rules=rules)
@@ -237,7 +277,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   )
 
   # -- Restore ----------------------------------------------------------------
-  ckpt = checkpointing.Checkpointer(workdir / "checkpoints", use_async=config.checkpoint.use_async)
   like = {"trainable": trainable, "opt_state": opt_state, "rng": jax.device_put(jax.random.key_data(rng), rep)}
   state, step = restore_or_start(ckpt, workdir, pipe.fingerprint, like)
 
@@ -306,10 +345,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 def main(argv):
   from absl import flags  # noqa: PLC0415
 
+  from muse_styledrop.cli import workdir_from_flags  # noqa: PLC0415
+
   del argv
   config = flags.FLAGS.config
   distributed.initialize(**config.distributed.to_dict())  # multi-host: each process then sees the global mesh
-  workdir = flags.FLAGS.workdir or str(Path("runs") / config.name)
+  workdir = workdir_from_flags(config)
   summary = train_and_evaluate(config, workdir)
   if distributed.is_writer():
     print(json.dumps(summary, indent=2))

@@ -17,6 +17,7 @@ module path is the key, and only the leaf is renamed and relaid out:
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from flax import nnx
 from safetensors import SafetensorError, safe_open
 from safetensors.flax import save_file
@@ -89,11 +91,12 @@ class TensorFiles(Mapping):
   """
 
   def __init__(self, paths: list[Path]):
-    self._where = {}
+    self._where, self.metadata = {}, {}
     for f in paths:
       try:
         with safe_open(str(f), framework="numpy") as handle:
           self._where.update(dict.fromkeys(handle.keys(), f))
+          self.metadata.update(handle.metadata() or {})
       except (SafetensorError, OSError, ValueError) as e:
         raise WeightsError(f"{f} is not a readable safetensors file ({e}); re-download it") from e
 
@@ -388,27 +391,53 @@ ADAPTER_FORMAT = "muse_styledrop.adapter/1"
 
 
 def write_adapter(state: nnx.State, meta: dict, path: Path) -> tuple[Path, Path]:
-  """Export adapter weights (only AdapterParams) and their metadata, atomically, as path(.safetensors, .json)."""
+  """Export adapter weights (only AdapterParams) and their record as path(.safetensors, .json), each atomically.
+
+  The record rides inside the .safetensors header too, so the weights file alone is one whole export: a run
+  stopped between the two files, or an adapter.json edited by hand, cannot pair weights with another record."""
   path = files.path(path)
   tensors = {".".join(str(p) for p in key): var[...] for key, var in nnx.to_flat_state(state)}
   st, js = path.with_suffix(".safetensors"), path.with_suffix(".json")
-  write_safetensors(tensors, st, {"format": ADAPTER_FORMAT})
-  files.write_json({"format": ADAPTER_FORMAT, **meta}, js)
+  record = {"format": ADAPTER_FORMAT, **meta}
+  write_safetensors(tensors, st, {"format": ADAPTER_FORMAT, "record": json.dumps(record, sort_keys=True)})
+  files.write_json(record, js)
   return st, js
 
 
 def read_adapter(path: Path) -> tuple[dict[str, jax.Array], dict]:
-  """(tensors by dotted path, metadata) of an exported adapter; `path` may name either file or a workdir."""
+  """(tensors by dotted path, record) of an exported adapter; `path` may name either file or a workdir.
+
+  The record is the one inside the .safetensors header; an adapter.json that differs from it is named in a
+  warning and not used. Adapters exported before the header held a record are read from adapter.json."""
   path = files.path(path)
   if path.is_dir():
     path = path / "adapter.safetensors"
   st, js = path.with_suffix(".safetensors"), path.with_suffix(".json")
-  if not st.is_file() or not js.is_file():
+  if not st.is_file():
     raise WeightsError(
       f"no adapter at {path}: expected {st.name} and {js.name} side by side (a finished training workdir has both)"
     )
-  meta = read_json(js)
-  if meta.get("format") != ADAPTER_FORMAT:
-    raise WeightsError(f"{js} is not a muse_styledrop adapter (format {meta.get('format')!r})")
   with files.fetched(st) as local:
-    return {k: v for k, (v, _) in read_tensors([local]).items()}, meta
+    tensors = read_tensors([local])
+    header = tensors.metadata
+    if "record" in header:
+      try:
+        meta = json.loads(header["record"])
+      except json.JSONDecodeError as e:
+        raise WeightsError(f"{st}: the record in its header is not JSON ({e}); export the adapter again") from e
+      if js.is_file() and _json_or_none(js) != meta:
+        logging.warning("%s differs from the record inside %s (edited, or an export stopped); using the latter", js, st)
+    elif js.is_file():
+      meta = read_json(js)
+    else:
+      raise WeightsError(f"no adapter at {path}: {js.name} is missing beside {st.name} and its header holds no record")
+    if meta.get("format") != ADAPTER_FORMAT:
+      raise WeightsError(f"{st} is not a muse_styledrop adapter (format {meta.get('format')!r})")
+    return {k: v for k, (v, _) in tensors.items()}, meta
+
+
+def _json_or_none(p: Path):
+  try:
+    return json.loads(p.read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError):
+    return None

@@ -3,6 +3,7 @@
 import importlib.util
 import io
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -321,6 +322,76 @@ def test_workdir_of_another_base_is_refused(style_image, trained, tmp_path):
 
   with pytest.raises(CheckpointMismatch, match="another base model"):
     train.train_and_evaluate(config_for(other, style_image, steps=40), run)
+
+
+@pytest.mark.parametrize("change", ["picture", "phrase", "text", "exported_only"])
+def test_a_workdir_refuses_another_picture_phrase_or_text_naming_both(amused_dir, style_image, trained, tmp_path, change):
+  from muse_styledrop.checkpointing import CheckpointMismatch
+
+  c, _, run = trained
+  copy = tmp_path / "run"
+  shutil.copytree(run, copy)
+  before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+  other = tmp_path / "other.png"
+  Image.open(style_image).rotate(90, expand=True).save(other)
+  renamed = tmp_path / "renamed.png"
+  shutil.copy(style_image, renamed)
+  new = config_for(amused_dir, renamed, **RUN)  # the same picture under another name is the same run
+  train.check_same_inputs(copy, train.recorded_inputs(_checkpointer(copy), copy), train.style_inputs(_style(new)))
+  match = {
+    "picture": r"style picture\(s\) stripes.png \(sha256 [0-9a-f]{12}\), this run has other.png",
+    "phrase": "style phrase 'in mosaic tile style', this run has 'in stripes style'",
+    "text": "content text\\(s\\) 'a house', this run has 'a barn'",
+    "exported_only": "content text",
+  }[change]
+  if change == "picture":
+    new = config_for(amused_dir, other, **RUN)
+  elif change == "phrase":
+    new.style_descriptor = "in stripes style"
+  else:
+    new.content_prompts = "a barn"
+  if change == "exported_only":  # no checkpoints left: the exported adapter's record speaks for the run
+    shutil.rmtree(copy / "checkpoints")
+    before = {p: b for p, b in before.items() if p.exists()}
+  with pytest.raises(CheckpointMismatch, match=match) as e:
+    train.train_and_evaluate(new, copy)
+  assert "--fresh" in str(e.value)
+  assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before  # nothing touched
+
+
+def _checkpointer(workdir):
+  from muse_styledrop.checkpointing import Checkpointer
+
+  return Checkpointer(workdir / "checkpoints", use_async=False)
+
+
+def _style(c):
+  from muse_styledrop.data import resolve_style_set
+
+  return resolve_style_set(c.style_images, c.content_prompts, c.style_descriptor, c.role)
+
+
+def test_fresh_sets_the_old_workdir_aside_and_never_deletes_it(tmp_path):
+  run = tmp_path / "run"
+  (run / "checkpoints").mkdir(parents=True)
+  (run / "adapter.safetensors").write_bytes(b"the user's adapter")
+  result = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "muse_styledrop.train",
+      f"--config={CONFIG}:runlocal",
+      "--config.trainable=bogus",  # fails right after the workdir is set aside
+      f"--workdir={run}",
+      "--fresh",
+    ],
+    capture_output=True,
+    text=True,
+  )
+  assert result.returncode == 2 and result.stderr.strip().startswith("error: config.trainable='bogus'")
+  (aside,) = tmp_path.glob("run.old-*")
+  assert f"--fresh: the old run is now {aside}" in result.stdout
+  assert (aside / "adapter.safetensors").read_bytes() == b"the user's adapter" and not run.exists()
 
 
 def test_full_size_round1_adapter_file_is_small_and_holds_no_base_weight(tmp_path):
