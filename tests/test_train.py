@@ -325,7 +325,7 @@ def test_workdir_of_another_base_is_refused(style_image, trained, tmp_path):
 
 
 @pytest.mark.parametrize("change", ["picture", "phrase", "text", "exported_only"])
-def test_a_workdir_refuses_another_picture_phrase_or_text_naming_both(amused_dir, style_image, trained, tmp_path, change):
+def test_a_workdir_refuses_other_pictures_phrase_or_texts(amused_dir, style_image, trained, tmp_path, change):
   from muse_styledrop.checkpointing import CheckpointMismatch
 
   c, _, run = trained
