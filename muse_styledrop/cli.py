@@ -12,6 +12,7 @@ from absl import app, logging
 from muse_styledrop.checkpointing import CheckpointMismatch
 from muse_styledrop.distributed import DistributedError
 from muse_styledrop.images import ImageError
+from muse_styledrop.loop import TrainingDiverged
 from muse_styledrop.pipeline import ModelDirectoryError
 from muse_styledrop.weights import WeightsError
 
@@ -21,6 +22,7 @@ USER_ERRORS = (
   ImageError,
   CheckpointMismatch,
   DistributedError,
+  TrainingDiverged,
   FileNotFoundError,
   ValueError,
 )

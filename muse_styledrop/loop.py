@@ -14,17 +14,20 @@ from tqdm import tqdm
 from muse_styledrop.metrics import MetricWriter
 
 
-class TrainingDiverged(RuntimeError):
-  """The loss or gradients became NaN/Inf."""
+class TrainingDiverged(ValueError):
+  """The loss or gradients became NaN/Inf: a user's setting (the learning rate) to change, so one line, exit 2."""
 
 
-def record_metrics(step_done: int, metrics, *, workdir: Path, bar, writer: MetricWriter) -> dict:
+def record_metrics(
+  step_done: int, metrics, *, workdir: Path, bar, writer: MetricWriter, steps_per_call: int, saved: int | None
+) -> dict:
   """Fetch one call's metrics, stop on NaN/Inf (the last good checkpoint stays), show and write them."""
   metrics = jax.device_get(metrics)
   if not metrics.pop("finite"):
+    kept = f"checkpoint {saved} in {workdir / 'checkpoints'} is kept" if saved else "no checkpoint was saved yet"
     raise TrainingDiverged(
-      f"loss or gradients became NaN/Inf in the steps up to {step_done}; the last good "
-      f"checkpoint is kept in {workdir / 'checkpoints'}; lower config.optimizer.learning_rate"
+      f"training diverged: the loss or gradients became NaN/Inf in steps {step_done - steps_per_call + 1}-"
+      f"{step_done}; {kept}; lower config.optimizer.learning_rate and run the same command again to resume"
     )
   metrics = {k: float(v) for k, v in metrics.items()}
   bar.set_postfix(loss=f"{metrics['loss']:.4f}")
@@ -59,7 +62,10 @@ def run(
   bar = tqdm(
     total=total_steps, initial=step, desc=desc, unit="step", dynamic_ncols=True, disable=jax.process_index() != 0
   )
-  log = lambda pending: record_metrics(*pending, workdir=workdir, bar=bar, writer=writer)
+  saved = checkpointer.latest_step()
+  log = lambda pending: record_metrics(
+    *pending, workdir=workdir, bar=bar, writer=writer, steps_per_call=steps_per_call, saved=saved
+  )
   start, pending, last = time.perf_counter(), None, {}
   last_save = time.monotonic()
   try:
@@ -74,7 +80,7 @@ def run(
       if save_due(step, time.monotonic() - last_save) or step == total_steps or out_of_time:
         last, pending = log(pending), None
         checkpointer.save(step, state, meta)
-        last_save = time.monotonic()
+        saved, last_save = step, time.monotonic()
       if after_call is not None and step < total_steps:
         after_call(step, state)
       if out_of_time:

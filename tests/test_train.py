@@ -234,6 +234,25 @@ def test_killed_run_resumes_to_the_same_adapter(amused_dir, style_image, trained
     np.testing.assert_allclose(b[k], a[k], rtol=1e-6, atol=1e-7)
 
 
+def test_a_diverging_run_stops_naming_its_steps_keeps_the_last_good_checkpoint_and_resumes(
+  amused_dir, style_image, tmp_path, capsys
+):
+  from muse_styledrop.loop import TrainingDiverged
+
+  run, short = tmp_path / "run", dict(steps_per_call=5, batch_size=8, **{"checkpoint.every": 5})
+  train.train_and_evaluate(config_for(amused_dir, style_image, steps=5, **short), run)
+  kept = (run / "adapter.safetensors").read_bytes()
+  blowing_up = config_for(amused_dir, style_image, steps=10, **short)
+  blowing_up.optimizer.learning_rate = 1e30
+  with pytest.raises(TrainingDiverged, match=rf"NaN/Inf in steps 6-10; checkpoint 5 in {run / 'checkpoints'} is kept"):
+    train.train_and_evaluate(blowing_up, run)
+  assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["5"]
+  assert (run / "adapter.safetensors").read_bytes() == kept  # the last export is untouched
+  summary = train.train_and_evaluate(config_for(amused_dir, style_image, steps=10, **short), run)
+  assert f"resumed from {run / 'checkpoints' / '5'}" in capsys.readouterr().out
+  assert summary["steps"] == 10 and np.isfinite(summary["loss"])
+
+
 def test_two_processes_train_the_adapter_of_one_and_only_process_0_writes(amused_dir, style_image, trained, tmp_path):
   """launch/local.py: 2 processes x 2 fake devices on a data 2 x fsdp 2 mesh; then one process resumes the run."""
   c, _, one_dir = trained
