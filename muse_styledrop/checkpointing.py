@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from muse_styledrop import files
+from muse_styledrop import faults, files
 
 
 class CheckpointMismatch(ValueError):
@@ -27,7 +27,12 @@ class Checkpointer:
   def __init__(self, directory: Path, max_to_keep: int = 2, use_async: bool = True):
     directory = files.path(directory)
     self.directory = directory if files.is_remote(directory) else directory.absolute()
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=use_async, create=True)
+    options = ocp.CheckpointManagerOptions(
+      max_to_keep=max_to_keep,
+      enable_async_checkpointing=use_async,
+      create=True,
+      cleanup_tmp_directories=True,  # a save a killed run left unfinished is removed, never restored
+    )
     self.manager = ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self) -> int | None:
@@ -38,6 +43,7 @@ class Checkpointer:
     self.manager.save(
       step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True
     )
+    faults.point("save")
 
   def restore(self, step: int, like: Any) -> tuple[Any, dict]:
     """The state of checkpoint `step`, with the structure, shapes and shardings of `like`."""

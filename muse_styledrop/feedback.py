@@ -201,6 +201,7 @@ def ask_human(
 
 
 def write_pool(out: Path, pictures_PN: np.ndarray, contents: list[str], style_phrase: str, scores_PN=None) -> list:
+  files.remove_stale_temps(out)  # what a killed run left of a file it was replacing
   entries = []
   for i, content in enumerate(contents):
     for j, picture in enumerate(pictures_PN[i]):

@@ -14,6 +14,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -23,6 +24,8 @@ from typing import Any
 
 import numpy as np
 from etils import epath
+
+from muse_styledrop import faults
 
 CACHE_ENV = "MUSE_STYLEDROP_CACHE"
 
@@ -65,6 +68,7 @@ def atomic_file(p: str | os.PathLike) -> Iterator[Path]:
     tmp = dst.parent / f".{dst.name}.{os.getpid()}.tmp"  # one per process: several may write the same file
     try:
       yield tmp
+      faults.point(f"write {dst.name}")
       os.replace(tmp, dst)
     finally:
       tmp.unlink(missing_ok=True)
@@ -81,16 +85,27 @@ def atomic_folder(p: str | os.PathLike) -> Iterator[Path]:
   place locally; for a cloud path the old objects are removed and the new uploaded once every file is written).
   On error `p` is left as it was."""
   dst = path(p)
-  remote = is_remote(dst)
-  with tempfile.TemporaryDirectory(prefix="muse_styledrop_", dir=None if remote else _parent(dst)) as folder:
+  if not is_remote(dst):
+    tmp = _parent(dst) / f".{dst.name}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+      yield tmp
+      faults.point(f"write {dst.name}/")
+      if dst.exists():  # the old folder steps aside, the new one takes its name, then the old one goes
+        old = dst.parent / f".{dst.name}.{os.getpid()}.old.tmp"
+        dst.rename(old)
+        tmp.rename(dst)
+        shutil.rmtree(old)
+      else:
+        tmp.rename(dst)
+    finally:
+      shutil.rmtree(tmp, ignore_errors=True)
+    return
+  with tempfile.TemporaryDirectory(prefix="muse_styledrop_") as folder:
     tmp = Path(folder) / dst.name
     tmp.mkdir()
     yield tmp
-    if not remote:
-      if dst.exists():
-        shutil.rmtree(dst)
-      tmp.rename(dst)
-      return
     if dst.exists():
       dst.rmtree()
     for f in sorted(tmp.rglob("*")):
@@ -104,6 +119,42 @@ def _parent(dst: Path) -> Path:
   parent = dst.parent
   parent.mkdir(parents=True, exist_ok=True)
   return parent
+
+
+STALE = re.compile(r"^\.(.+)\.(\d+)(\.old)?\.tmp$")
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+  """Clear what killed processes left of their atomic writes under a local `folder` (`.NAME.PID[.old].tmp`, PID no
+  longer running): a folder a process stopped between setting the old NAME aside and renaming the new one in is
+  put back as NAME; the rest is removed. Returns the paths cleared. A cloud folder has none (uploads are whole)."""
+  folder = path(folder)
+  if is_remote(folder) or not folder.is_dir():
+    return []
+  cleared = []
+  for p in sorted(folder.rglob(".*.tmp"), key=lambda p: len(p.parts), reverse=True):
+    match = STALE.match(p.name)
+    if not match or _running(int(match.group(2))) or not p.exists():
+      continue
+    name = p.parent / match.group(1)
+    if match.group(3) and not name.exists():
+      p.rename(name)
+    elif p.is_dir():
+      shutil.rmtree(p, ignore_errors=True)
+    else:
+      p.unlink(missing_ok=True)
+    cleared.append(p)
+  return cleared
+
+
+def _running(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # someone else's process
+    return True
+  return True
 
 
 def set_aside(p: str | os.PathLike) -> Path | epath.Path:

@@ -11,6 +11,7 @@ from typing import Any
 import jax
 from tqdm import tqdm
 
+from muse_styledrop import faults
 from muse_styledrop.metrics import MetricWriter
 
 
@@ -71,6 +72,7 @@ def run(
   try:
     while step < total_steps:
       state, metrics = call(state, step)
+      faults.point("step")
       step += steps_per_call
       if pending is not None:
         last = log(pending)

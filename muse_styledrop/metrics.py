@@ -17,6 +17,16 @@ import jax
 from muse_styledrop import files
 
 
+def _drop_torn_line(path: Path) -> None:
+  """Cut a last line that a killed run left half-written, so every line of the file stays one JSON record."""
+  if not path.is_file():
+    return
+  data = path.read_bytes()
+  if data and not data.endswith(b"\n"):
+    with open(path, "r+b") as f:
+      f.truncate(data.rfind(b"\n") + 1)
+
+
 class MetricWriter:
   """Writes `metrics.jsonl` and TensorBoard events under a workdir; only process 0 writes."""
 
@@ -32,6 +42,7 @@ class MetricWriter:
       self._lines = [self._path.read_text()] if self._path.exists() else []
       self._tb_local = Path(tempfile.mkdtemp(prefix="muse_styledrop_tensorboard_"))
     else:
+      _drop_torn_line(self._path)
       self._jsonl = open(self._path, "a")  # noqa: SIM115 - closed in close()
     try:
       from tensorboardX import SummaryWriter  # noqa: PLC0415

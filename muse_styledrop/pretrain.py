@@ -119,6 +119,8 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
 
   # -- Restore ----------------------------------------------------------------
   ckpt = checkpointing.Checkpointer(workdir / "checkpoints", use_async=config.checkpoint.use_async)
+  if distributed.is_writer():
+    files.remove_stale_temps(workdir)  # what a killed run left of a file it was replacing
   meta = {"model": config.model, "parameters": n_params, "config": json.loads(config.to_json_best_effort())}
   like = {
     "params": params,
@@ -160,7 +162,8 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
   if not distributed.is_writer():
     return {"model": config.model, "steps": step}
   model = nnx.merge(graphdef, *on_one_device(jax.jit(lambda t: t, out_shardings=rep)((state["params"], rest))))
-  export = objective.export(model, workdir / "export")
+  with files.atomic_folder(workdir / "export") as folder:  # the whole export replaces the last one, or nothing does
+    export = workdir / "export" / objective.export(model, folder).relative_to(folder)
   component = evaluators.Component(model, export, workdir, getattr(objective, "tokenizer", None))
   quality = {k: v for evaluate in evals.values() for k, v in evaluate(component).metrics.items()}
   summary = {"model": config.model, "steps": step, "parameters": n_params, "train_seconds": round(seconds, 1)}

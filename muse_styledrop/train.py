@@ -23,7 +23,7 @@ import ml_collections
 import optax
 from flax import nnx
 
-from muse_styledrop import checkpointing, data, distributed, evaluators, files, images, loop, sharding, weights
+from muse_styledrop import checkpointing, data, distributed, evaluators, faults, files, images, loop, sharding, weights
 from muse_styledrop.losses import masked_loss
 from muse_styledrop.models.adapters import AdapterConfig, AdapterParam
 from muse_styledrop.optim import make_optimizer
@@ -252,6 +252,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   sharding.check_batch_size(mesh, rules, config.batch_size)
   ckpt = checkpointing.Checkpointer(workdir / "checkpoints", use_async=config.checkpoint.use_async)
   check_same_inputs(workdir, recorded_inputs(ckpt, workdir), style_inputs(style))
+  if distributed.is_writer():
+    files.remove_stale_temps(workdir)  # what a killed run left of a file it was replacing
 
   # -- Shard & transfer: the base goes straight into its shards ---------------
   pipe = Pipeline.from_pretrained(base, resolve_dtype(config.dtype, mesh.devices.flat), mesh=mesh, rules=rules)
@@ -321,6 +323,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     "base_fingerprint": pipe.fingerprint,
     "style_phrase": style.style_phrase,
   }
+  faults.point("draw")
   full_state = nnx.merge_state(state["trainable"], frozen)
   run = evaluators.Run(pipe, settings, style, adapter, full_state)
   results = {name: evaluate(run) for name, evaluate in evals.items()}
