@@ -102,7 +102,9 @@ def kill_plan(seed: int) -> list[str]:
 
 
 @pytest.mark.xdist_group("round1")  # with the feedback test: one worker, one uninterrupted round 1
-def test_train_killed_at_ten_random_moments_ends_as_an_uninterrupted_run(amused_dir, style_image, uninterrupted, tmp_path):
+def test_train_killed_at_ten_random_moments_ends_as_an_uninterrupted_run(
+  amused_dir, style_image, uninterrupted, tmp_path
+):
   workdir = tmp_path / "run"
   cmd = train_command(amused_dir, style_image, workdir)
   for moment in kill_plan(seed=20261205):
@@ -178,12 +180,15 @@ def test_pretrain_killed_at_random_moments_ends_as_an_uninterrupted_run(tmp_path
   c = tiny_vq((root / "train.npz", root / "test.npz"), steps=16)
   c.checkpoint.every, c.checkpoint.use_async = 8, True
   config = tmp_path / "tiny_vq.py"
-  config.write_text(f"import ml_collections\n\n\ndef get_config():\n  return ml_collections.ConfigDict({c.to_dict()!r})\n")
-  command = lambda workdir: [sys.executable, "-m", "muse_styledrop.pretrain", f"--config={config}", f"--workdir={workdir}"]
+  config.write_text(
+    f"import ml_collections\n\n\ndef get_config():\n  return ml_collections.ConfigDict({c.to_dict()!r})\n"
+  )
+  command = lambda out: [sys.executable, "-m", "muse_styledrop.pretrain", f"--config={config}", f"--workdir={out}"]
   assert run(command(tmp_path / "straight")).returncode == 0
   rng = random.Random(7)
   cmd = command(tmp_path / "run")
-  for moment in (rng.choice(["step@1", "step@3"]), "save@1", "write diffusion_pytorch_model.safetensors@1", "write export/@1"):
+  moments = [rng.choice(["step@1", "step@3"]), "save@1", "write diffusion_pytorch_model.safetensors@1", "write export/@1"]
+  for moment in moments:
     killed(cmd, moment)
     assert_whole(tmp_path / "run")
   assert run(cmd).returncode == 0
