@@ -23,15 +23,18 @@ selection.json. selected/ is written whole or not at all.
 
 from __future__ import annotations
 
+import hmac
 import html
 import json
+import secrets
+import socket
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
-from absl import flags
+from absl import flags, logging
 
 from muse_styledrop import data, files, images
 from muse_styledrop.clip_scores import CLIPModelError, CLIPScorer
@@ -105,7 +108,7 @@ PAGE_STYLE = (
 )
 
 
-def selection_page(entries: list[dict], style_phrase: str, reference: bool) -> str:
+def selection_page(entries: list[dict], style_phrase: str, reference: bool, token: str = "") -> str:
   """The pool as one HTML form: the style reference on top, a row per prompt, a checkbox under each picture."""
   rows, prompt = [], None
   for e in entries:
@@ -121,7 +124,8 @@ def selection_page(entries: list[dict], style_phrase: str, reference: bool) -> s
     "<!doctype html><html lang=en><meta charset=utf-8>"
     '<meta name="viewport" content="width=device-width, initial-scale=1">'
     f"<title>StyleDrop round 2</title><style>{PAGE_STYLE}</style>"
-    f"<form method=post action=/select><header>{judge}<div>"
+    f'<form method=post action=/select><input type=hidden name=token value="{html.escape(token)}">'
+    f"<header>{judge}<div>"
     f"<b>Tick the pictures that show their prompt {html.escape(style_phrase)}"
     f"{', in the style of this picture' if reference else ''}.</b><br>"
     "The paper's people kept about 10 of a pool. Save writes your choice (save again to change it); Done ends."
@@ -134,30 +138,64 @@ def selection_page(entries: list[dict], style_phrase: str, reference: bool) -> s
   )
 
 
+class PageServer(ThreadingHTTPServer):
+  request_queue_size = 128  # the default 5 resets connections when many open at once (tested with 20 clients)
+  daemon_threads = True
+
+
+MAX_BODY = 1 << 20  # a form of every pool file name ticked is a few kilobytes
+LOOPBACK = "127.0.0.1"
+
+
 def ask_human(
-  out: Path, entries: list[dict], style_phrase: str, port: int, on_save, reference: Path | None = None, on_ready=print
+  out: Path,
+  entries: list[dict],
+  style_phrase: str,
+  port: int,
+  on_save,
+  reference: Path | None = None,
+  on_ready=print,
+  host: str = LOOPBACK,
+  also_allow: tuple[str, ...] = (),
 ) -> list[str]:
-  """Serve the pool at http://127.0.0.1:port; each Save hands the ticked file names to `on_save`, and Done (after a
-  save) stops the server. Returns the last saved names."""
-  page = selection_page(entries, style_phrase, reference is not None).encode()
+  """Serve the pool at http://host:port (loopback unless asked); each Save hands the ticked file names to
+  `on_save`, and Done (after a save) stops the server. Returns the last saved names.
+
+  A request is answered only when its Host header names this server (`also_allow`: more names, such as a
+  notebook proxy's), so a web page elsewhere cannot reach it through DNS rebinding; a save must carry the
+  page's per-run token; bodies past MAX_BODY get 413; methods other than GET and POST get 405."""
+  token = secrets.token_urlsafe(16)
+  page = selection_page(entries, style_phrase, reference is not None, token).encode()
   judged = None if reference is None else images.png_bytes(images.to_uint8(images.load_image(reference, 256)))
   known = {e["file"] for e in entries}
   chosen: list[str] = []
   done, saving = threading.Event(), threading.Lock()
+  allowed: set[str] = set(also_allow)
 
   class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):  # no access log on the terminal
       pass
 
-    def _send(self, code: int, body: bytes, kind: str = "text/html; charset=utf-8"):
+    def _send(self, code: int, body: bytes, kind: str = "text/html; charset=utf-8", headers: dict | None = None):
       self.send_response(code)
       self.send_header("Content-Type", kind)
       self.send_header("Content-Length", str(len(body)))
+      self.send_header("Cache-Control", "no-store")
+      for k, v in (headers or {}).items():
+        self.send_header(k, v)
       self.end_headers()
       self.wfile.write(body)
 
+    def _host_ok(self) -> bool:
+      if self.headers.get("Host", "") in allowed:
+        return True
+      self._send(403, b"<p>This page answers only at its own address.")
+      return False
+
     def do_GET(self):
-      name = urllib.parse.unquote(self.path.lstrip("/"))
+      if not self._host_ok():
+        return
+      name = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path.lstrip("/"))
       if name in ("", "index.html"):
         self._send(200, page)
       elif name.startswith("pool/") and name[5:] in known:
@@ -168,9 +206,20 @@ def ask_human(
         self._send(404, b"not found")
 
     def do_POST(self):
+      if not self._host_ok():
+        return
       if self.path not in ("/select", "/done"):
         return self._send(404, b"not found")
-      form = urllib.parse.parse_qs(self.rfile.read(int(self.headers.get("Content-Length", 0))).decode())
+      try:
+        length = int(self.headers.get("Content-Length", ""))
+      except ValueError:
+        return self._send(411, b"<p>A save needs a Content-Length.")
+      if not 0 <= length <= MAX_BODY:
+        self.close_connection = True  # the body is not read
+        return self._send(413, f"<p>A save is at most {MAX_BODY} bytes.".encode())
+      form = urllib.parse.parse_qs(self.rfile.read(length).decode("utf-8", "replace"))
+      if not hmac.compare_digest(form.get("token", [""])[0], token):
+        return self._send(403, b"<p>This save did not come from the page: reload it and save again.")
       ticked = [f for f in form.get("keep", []) if f in known]
       if not ticked:
         return self._send(400, b"<p>Nothing was ticked: go back, tick the good pictures and save again.")
@@ -183,10 +232,21 @@ def ask_human(
       else:
         self._send(200, f"<p>Saved {len(ticked)} pictures. <a href=/>Back</a> to change them, then Done.".encode())
 
-  server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    def _refuse(self):
+      self._send(405, b"<p>Only GET and POST.", headers={"Allow": "GET, POST"})
+
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = do_TRACE = do_CONNECT = _refuse
+
+  server = PageServer((host, port), Handler)
+  port = server.server_address[1]
+  names = {host, "localhost", LOOPBACK} if host in (LOOPBACK, "localhost") else {host}
+  if host in ("0.0.0.0", "::", ""):  # every interface: the names and addresses others reach this machine by
+    machine = socket.gethostname()
+    names |= {machine, socket.getfqdn(), *socket.gethostbyname_ex(machine)[2], "localhost", LOOPBACK}
+  allowed.update(f"{n}:{port}" for n in names)
   thread = threading.Thread(target=server.serve_forever, daemon=True)
   thread.start()
-  on_ready(f"pick the good pictures at http://127.0.0.1:{server.server_address[1]}/ (Ctrl-C to stop)")
+  on_ready(f"pick the good pictures at http://{host}:{port}/ (Ctrl-C to stop)")
   try:
     done.wait()
   finally:
@@ -245,6 +305,7 @@ def run_feedback(
   clip_model: str = "",
   seed: int = 0,
   port: int = 8765,
+  host: str = LOOPBACK,
   token_temperature: float = 1.0,
   temperature: tuple[float, float] = (2.0, 0.0),
   lambda_a: float | None = None,
@@ -304,7 +365,8 @@ def run_feedback(
   }
   if select_how == "human":
     round1 = [files.path(p) for p in meta.get("style_images", []) if files.path(p).is_file()]
-    ask(out, entries, style_phrase, port, lambda names: write_selected(out, entries, names, record), *round1[:1])
+    save = lambda names: write_selected(out, entries, names, record)
+    ask(out, entries, style_phrase, port, save, *round1[:1], host=host)
     return out / "selected"
   pairs = choose(select_how, scores, pictures.shape[:2], keep, seed)
   return write_selected(out, entries, [pool_file(i, j) for i, j in pairs], record)
@@ -343,6 +405,12 @@ def define_flags() -> None:
   flags.DEFINE_list("temperature", ["2.0", "0.0"], "The pool's confidence noise start,end (linear annealing): variety.")
   flags.DEFINE_float("lambda_a", None, "The pool's StyleDrop adapter guidance; default: the adapter's own.")
   flags.DEFINE_integer("port", 8765, "--select=human: the local web page's port (0 = any free one).")
+  flags.DEFINE_string(
+    "host",
+    LOOPBACK,
+    "--select=human: the address the page listens on. Only this machine can reach the default; another address "
+    "(0.0.0.0: every interface) lets other machines see the pool, and a warning says so.",
+  )
   flags.DEFINE_string("out", "runs/feedback", "Output directory: pool/, pool.png, selected/, selected.png.")
 
 
@@ -350,6 +418,10 @@ def main(argv):
   del argv
   if not FLAGS.adapter:
     raise FeedbackError("--adapter is required: the round-1 adapter file or its training workdir")
+  if FLAGS.select == "human" and FLAGS.host not in (LOOPBACK, "localhost"):
+    logging.warning(
+      "--host=%s: other machines that reach this address can see the pool (saving needs the page's token)", FLAGS.host
+    )
   selected = run_feedback(
     FLAGS.adapter,
     files.path(FLAGS.out),
@@ -361,6 +433,7 @@ def main(argv):
     clip_model=FLAGS.clip_model,
     seed=FLAGS.seed,
     port=FLAGS.port,
+    host=FLAGS.host,
     token_temperature=FLAGS.token_temperature,
     temperature=tuple(float(t) for t in FLAGS.temperature),
     lambda_a=FLAGS.lambda_a,

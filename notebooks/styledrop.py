@@ -117,11 +117,14 @@ from muse_styledrop import feedback
 SELECT = os.environ.get("MUSE_STYLEDROP_SELECT", "random" if TEST else "human")
 
 
-def ask_in_colab(out, entries, phrase, port, on_save, reference=None):
+def ask_in_colab(out, entries, phrase, port, on_save, reference=None, host=feedback.LOOPBACK):
+  from urllib.parse import urlsplit
+
   from google.colab.output import eval_js
 
-  url = eval_js(f"google.colab.kernel.proxyPort({port})")
-  return feedback.ask_human(out, entries, phrase, port, on_save, reference, on_ready=lambda _: print("open", url))
+  url = eval_js(f"google.colab.kernel.proxyPort({port})")  # the page answers at the proxy's name too
+  show = lambda _: print("open", url)
+  return feedback.ask_human(out, entries, phrase, port, on_save, reference, show, host, (urlsplit(url).netloc,))
 
 
 pool = {"per_prompt": 2} if TEST else {}

@@ -1,12 +1,17 @@
 """Round 2 (muse_styledrop.feedback): the pool, the three selections, and the style set it hands the trainer."""
 
+import http.client
 import io
 import json
 import os
+import random
+import re
 import shutil
+import subprocess
 import sys
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -165,13 +170,95 @@ def test_human_selection_page_serves_the_pool_and_keeps_what_is_posted(pool_run,
   assert Image.open(io.BytesIO(urllib.request.urlopen(root + "reference.png").read())).size == (256, 256)
   with pytest.raises(urllib.error.HTTPError):  # only the pool's files are served
     urllib.request.urlopen(root + "pool/../selection.json")
+  token = "token=" + re.search(r'name=token value="([^"]+)"', page).group(1)
   with pytest.raises(urllib.error.HTTPError):  # nothing ticked: asked again
-    urllib.request.urlopen(root + "select", data=b"")
-  urllib.request.urlopen(root + "select", data=b"keep=p00_01.png&keep=p01_02.png&keep=evil.png")
+    urllib.request.urlopen(root + "select", data=token.encode())
+  urllib.request.urlopen(root + "select", data=f"{token}&keep=p00_01.png&keep=p01_02.png&keep=evil.png".encode())
   assert kept(out) == ["p00_01.png", "p01_02.png"] and thread.is_alive()  # saved; the page stays up
-  urllib.request.urlopen(root + "done", data=b"keep=p01_00.png")
+  urllib.request.urlopen(root + "done", data=f"{token}&keep=p01_00.png".encode())
   thread.join(10)
   assert not thread.is_alive() and result["files"] == ["p01_00.png"] and kept(out) == ["p01_00.png"]
+
+
+def request(root: str, method: str, path: str, body: bytes = b"", headers: dict | None = None):
+  """(status, headers, body) of one raw request to the page, with exactly the headers given (plus Host)."""
+  parts = urllib.parse.urlsplit(root)
+  connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+  try:
+    connection.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+    for k, v in {"Host": parts.netloc, **(headers or {})}.items():
+      connection.putheader(k, v)
+    connection.endheaders(body or None)
+    response = connection.getresponse()
+    return response.status, dict(response.getheaders()), response.read()
+  finally:
+    connection.close()
+
+
+def test_the_page_answers_only_its_own_address_needs_its_token_caps_bodies_and_takes_get_and_post(pool_run, tmp_path):
+  out, root, thread, result = serve_pool(pool_run, tmp_path)
+  status, _, page = request(root, "GET", "/")
+  token = re.search(rb'name=token value="([^"]+)"', page).group(1).decode()
+  port = urllib.parse.urlsplit(root).port
+  assert request(root, "GET", "/", headers={"Host": f"localhost:{port}"})[0] == 200
+  for host in (f"evil.example:{port}", "127.0.0.1", f"127.0.0.1.nip.io:{port}"):  # DNS rebinding names another host
+    assert request(root, "GET", "/", headers={"Host": host})[0] == 403, host
+    form = f"token={token}&keep=p00_00.png".encode()
+    assert request(root, "POST", "/select", form, {"Host": host, "Content-Length": str(len(form))})[0] == 403
+  for form in (b"keep=p00_00.png", b"token=guess&keep=p00_00.png"):  # a save without the page's token
+    assert request(root, "POST", "/select", form, {"Content-Length": str(len(form))})[0] == 403
+  assert request(root, "POST", "/select", b"", {"Content-Length": str(2**40)})[0] == 413  # refused unread
+  assert request(root, "POST", "/select", b"keep=p00_00.png")[0] == 411
+  for method in ("PUT", "DELETE", "OPTIONS", "PATCH"):
+    status, headers, _ = request(root, method, "/select")
+    assert (status, headers["Allow"]) == (405, "GET, POST"), method
+  assert not (out / "selected").exists() and thread.is_alive()  # nothing above saved anything
+  form = f"token={token}&keep=p00_00.png".encode()
+  request(root, "POST", "/done", form, {"Content-Length": str(len(form))})
+  thread.join(10)
+  assert result["files"] == ["p00_00.png"] and kept(out) == ["p00_00.png"]
+
+
+def test_twenty_people_clicking_at_once_leave_one_whole_selection(pool_run, tmp_path):
+  """20 clients (loopback, each with its own connection) load the page and save different choices at once: every
+  save is answered, and selected/ ends as exactly one of the choices, whole (its pictures, captions and record
+  agree), with no temporary folder left."""
+  out, root, thread, result = serve_pool(pool_run, tmp_path)
+  names = [f"p{i:02d}_{j:02d}.png" for i in range(2) for j in range(3)]
+  choices = [random.Random(n).sample(names, 1 + n % len(names)) for n in range(20)]
+  start, answers = threading.Barrier(20), {}
+
+  def person(n):
+    page = request(root, "GET", "/")[2]
+    token = re.search(rb'name=token value="([^"]+)"', page).group(1).decode()
+    form = urllib.parse.urlencode([("token", token)] + [("keep", f) for f in choices[n]]).encode()
+    start.wait(10)
+    for _ in range(3):  # click Save three times
+      answers[n] = request(root, "POST", "/select", form, {"Content-Length": str(len(form))})[0]
+
+  people = [threading.Thread(target=person, args=(n,)) for n in range(20)]
+  for p in people:
+    p.start()
+  for p in people:
+    p.join(30)
+  assert answers == dict.fromkeys(range(20), 200)
+  assert sorted(kept(out)) in [sorted(c) for c in choices]
+  assert not list(out.glob(".*.tmp"))
+  page = request(root, "GET", "/")[2]
+  token = re.search(rb'name=token value="([^"]+)"', page).group(1).decode()
+  form = f"token={token}&keep=p01_01.png".encode()
+  request(root, "POST", "/done", form, {"Content-Length": str(len(form))})
+  thread.join(10)
+  assert kept(out) == ["p01_01.png"]
+
+
+def test_a_page_on_another_address_is_said_to_be_reachable_by_others(tmp_path):
+  result = subprocess.run(
+    [sys.executable, "-m", "muse_styledrop.feedback", "--select=human", "--host=0.0.0.0", f"--adapter={tmp_path}"],
+    capture_output=True,
+    text=True,
+  )
+  assert result.returncode == 2 and "--host=0.0.0.0: other machines that reach this address can see" in result.stderr
 
 
 def chromium():
