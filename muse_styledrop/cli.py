@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import sys
@@ -26,6 +27,9 @@ USER_ERRORS = (
   FileNotFoundError,
   ValueError,
 )
+
+
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def fail(message: str) -> None:
@@ -60,6 +64,13 @@ def run_main(main, compilation_cache: bool = True) -> None:
       return main(argv)
     except USER_ERRORS as e:
       fail(str(e))
+    except OSError as e:
+      if e.errno not in DISK_ERRORS:
+        raise
+      fail(
+        f"{e.strerror or os.strerror(e.errno)} while writing {e.filename or 'a file'}; make room (or choose a "
+        "writable folder) and run the same command again: what was written before stays whole, and training resumes"
+      )
 
   def parse(argv):
     from absl import flags  # noqa: PLC0415

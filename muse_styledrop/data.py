@@ -58,13 +58,19 @@ def _read_captions(folder: Path) -> dict[str, str] | None:
     path = folder / name
     if path.is_file():
       captions = {}
-      for n, line in enumerate(path.read_text().splitlines(), 1):
+      for n, line in enumerate(files.read_text(path).splitlines(), 1):
         if not line.strip():
           continue
         if "\t" not in line:
           raise StyleSetError(f"{path}:{n}: expected 'file name<TAB>content text', got {line!r}")
         file, text = line.split("\t", 1)
+        if file.strip() in captions:
+          raise StyleSetError(f"{path}:{n}: {file.strip()!r} has a caption already; give each picture one line")
         captions[file.strip()] = text.strip()
+      pictures = {f.name for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES}
+      extra = sorted(set(captions) - pictures)
+      if extra:
+        raise StyleSetError(f"{path} captions {extra[0]!r}, which is not a picture in {folder}; fix or remove the line")
       return captions
   return None
 

@@ -323,11 +323,12 @@ def run_feedback(
   if token_temperature <= 0:
     raise FeedbackError(f"--token_temperature={token_temperature} must be > 0 (1: diffusers' rule)")
   base = check_model_dir(resolve_base_model(base_model))
+  files.check_folder(out, "--out")
   if prompts_file:
     path = files.path(prompts_file)
     if not path.is_file():
       raise FeedbackError(f"--prompts_file={path} does not exist; give a text file with one content prompt a line")
-    contents = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    contents = [line.strip() for line in files.read_text(path).splitlines() if line.strip()]
     if not contents:
       raise FeedbackError(f"--prompts_file={path} holds no prompts; write one content prompt a line")
   pipe = Pipeline.from_pretrained(base, resolve_dtype("auto"))

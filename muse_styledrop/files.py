@@ -157,6 +157,22 @@ def _running(pid: int) -> bool:
   return True
 
 
+def check_folder(p: str | os.PathLike, flag: str) -> None:
+  """Make sure `p` is (or can become) a folder this process can write: one line naming `flag` otherwise."""
+  folder = path(p)
+  if is_remote(folder):
+    return
+  if folder.exists() and not folder.is_dir():
+    raise FileFormatError(f"{flag}={folder} is a file, not a folder; give a folder (a new one is made)")
+  try:
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / f".write_check.{os.getpid()}.tmp"
+    probe.write_bytes(b"")
+    probe.unlink()
+  except OSError as e:
+    raise FileFormatError(f"{flag}={folder} is not writable ({e.strerror}); choose another folder") from None
+
+
 def set_aside(p: str | os.PathLike) -> Path | epath.Path:
   """Rename `p` to `p.old-<UTC time>` (a number added if that exists) and return the new name."""
   src = path(p)
@@ -181,6 +197,18 @@ def write_text(text: str, p: str | os.PathLike) -> None:
 def write_json(obj: Any, p: str | os.PathLike) -> None:
   """Write `obj` as indented JSON, atomically."""
   write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", p)
+
+
+def read_text(p: str | os.PathLike) -> str:
+  """A text file a person wrote (prompts, captions), as UTF-8; anything else is one clear error."""
+  p = path(p)
+  data = p.read_bytes()
+  try:
+    return data.decode("utf-8-sig")  # a byte-order mark, as some editors write, is not part of the first line
+  except UnicodeDecodeError as e:
+    raise FileFormatError(
+      f"{p} is not UTF-8 text (byte {data[e.start]:#04x} at offset {e.start}); save it as UTF-8"
+    ) from None
 
 
 def read_json(p: str | os.PathLike, error: type[Exception] = FileFormatError) -> Any:

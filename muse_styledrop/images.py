@@ -6,7 +6,8 @@ import io
 import os
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from absl import logging
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from muse_styledrop import files
 
@@ -15,26 +16,35 @@ class ImageError(ValueError):
   """An image file that does not exist or cannot be decoded."""
 
 
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS  # about 9,459 x 9,459: larger is refused from the header, before any decoding
+MIN_SIDE = 16  # a smaller picture holds no style to learn
+
+
 def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
   """An RGB float image in [0, 1], size x size: shorter side resized to `size`, then centre-cropped.
 
-  Any mode (palette, greyscale, alpha over white) and any size; EXIF
-  orientation is applied first.
+  EXIF orientation is honoured; palette, greyscale, CMYK and 16-bit pictures are converted; transparency is
+  composited on white; an animation gives its first frame (with a warning). A file that is not an image, a
+  picture past MAX_PIXELS (a decompression bomb) or under MIN_SIDE is refused with one line.
   """
   path = files.path(path)
   if not path.is_file():
     raise ImageError(f"image {path} does not exist; check the path")
+  too_big = f"{path} has more than {MAX_PIXELS:,} pixels (a decompression bomb, or a huge picture); resize it"
   try:
     with path.open("rb") as f, Image.open(io.BytesIO(f.read())) as im:
+      w, h = im.size  # from the header: nothing is decoded yet
+      if w * h > MAX_PIXELS:
+        raise ImageError(f"{too_big} ({w}x{h})")
+      if min(w, h) < MIN_SIDE:
+        raise ImageError(f"{path} is {w}x{h} pixels; a picture needs at least {MIN_SIDE} on its shorter side")
+      if getattr(im, "n_frames", 1) > 1:
+        logging.warning("%s is animated (%d frames); its first frame is used", path, im.n_frames)
+      im.seek(0)
       im.load()
-      from PIL import ImageOps  # noqa: PLC0415
-
-      im = ImageOps.exif_transpose(im)
-      if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        rgba = im.convert("RGBA")
-        im = Image.new("RGB", rgba.size, (255, 255, 255))
-        im.paste(rgba, mask=rgba.getchannel("A"))
-      im = im.convert("RGB")
+      im = _to_rgb(ImageOps.exif_transpose(im))
+  except Image.DecompressionBombError as e:  # Pillow's own check, at twice the limit, fires inside open()
+    raise ImageError(too_big) from e
   except (UnidentifiedImageError, OSError, SyntaxError) as e:
     raise ImageError(f"{path} is not a readable image ({e.__class__.__name__}); use a PNG or JPEG file") from e
   w, h = im.size
@@ -44,6 +54,20 @@ def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
   left, top = (w - size) // 2, (h - size) // 2
   im = im.crop((left, top, left + size, top + size))
   return np.asarray(im, np.float32) / 255.0
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+  """8-bit RGB of any mode: 16-bit and 32-bit greyscale scaled (not clipped), transparency over white."""
+  if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+    grey = np.asarray(im, np.float64) / (65535.0 if im.mode.startswith("I;16") or np.asarray(im).max() > 255 else 255)
+    return Image.fromarray((np.clip(grey, 0, 1) * 255).round().astype(np.uint8)).convert("RGB")
+  if im.mode == "F":
+    return Image.fromarray((np.clip(np.asarray(im), 0, 1) * 255).round().astype(np.uint8)).convert("RGB")
+  if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
+    rgba = im.convert("RGBA")
+    im = Image.new("RGB", rgba.size, (255, 255, 255))
+    im.paste(rgba, mask=rgba.getchannel("A"))
+  return im.convert("RGB")
 
 
 def to_uint8(image_HWC: np.ndarray) -> np.ndarray:

@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+import math
+
 import optax
 
 SCHEDULES = ("constant", "cosine")
+
+
+def check_run_lengths(config) -> None:
+  """One line for impossible run lengths and rates in a trainer's config, before anything is loaded."""
+  for key in ("steps", "steps_per_call", "batch_size"):
+    if not isinstance(config[key], int) or config[key] < 1:
+      raise ValueError(f"config.{key}={config[key]!r} must be a whole number of at least 1")
+  if config.steps % config.steps_per_call:
+    raise ValueError(f"config.steps={config.steps} is not a multiple of config.steps_per_call={config.steps_per_call}")
+  rate = config.optimizer.learning_rate
+  if not isinstance(rate, (int, float)) or not math.isfinite(rate) or rate <= 0:
+    raise ValueError(f"config.optimizer.learning_rate={rate!r} must be a finite number above 0")
+  for key, value in config.checkpoint.items():
+    if key.startswith("every") and value < 0:
+      raise ValueError(f"config.checkpoint.{key}={value} must be 0 (only at the end) or more")
 
 
 def make_optimizer(c, total_steps: int = 0) -> optax.GradientTransformation:

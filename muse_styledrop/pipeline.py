@@ -305,6 +305,11 @@ class Pipeline:
             f"adapter {path}: weight {name!r} is missing or has the wrong shape for its "
             "own adapter config; the file is damaged"
           )
+        if not weights.is_float(tensors[name]):
+          raise weights.WeightsError(
+            f"adapter {path}: weight {name!r} is stored as {tensors[name].dtype}, not floating point; the file is "
+            "damaged or not an adapter"
+          )
     merged = bank.merge([(t, c) for t, c, _ in found], {n: v.shape for n, v in variables.items()})
     for name, var in variables.items():
       var.set_value(jnp.asarray(merged[name], var.dtype))

@@ -30,7 +30,7 @@ import optax
 from flax import nnx
 
 from muse_styledrop import checkpointing, distributed, evaluators, files, loop, sharding
-from muse_styledrop.optim import make_optimizer
+from muse_styledrop.optim import check_run_lengths, make_optimizer
 from muse_styledrop.pretraining import OBJECTIVES
 
 
@@ -87,8 +87,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     raise ValueError(f"--workdir={workdir}: pretraining writes a local folder; copy its export/ to the bucket after")
   if config.model not in OBJECTIVES:
     raise ValueError(f"config.model={config.model!r}; use one of {', '.join(OBJECTIVES)}")
-  if config.steps % config.steps_per_call:
-    raise ValueError(f"config.steps={config.steps} is not a multiple of config.steps_per_call={config.steps_per_call}")
+  check_run_lengths(config)
 
   # -- Init -------------------------------------------------------------------
   evals = evaluators.from_config(config.evals)
@@ -118,6 +117,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
   )
 
   # -- Restore ----------------------------------------------------------------
+  files.check_folder(workdir, "--workdir")
   ckpt = checkpointing.Checkpointer(workdir / "checkpoints", use_async=config.checkpoint.use_async)
   if distributed.is_writer():
     files.remove_stale_temps(workdir)  # what a killed run left of a file it was replacing

@@ -54,7 +54,7 @@ def read_file(path: str | Path) -> list[str]:
   path = files.path(path)
   if not path.is_file():
     raise ValueError(f"prompt file {path} does not exist; give a prompt set ({', '.join(SETS)}) or a text file")
-  found = [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+  found = [line.strip() for line in files.read_text(path).splitlines() if line.strip() and not line.startswith("#")]
   if not found:
     raise ValueError(f"prompt file {path} holds no prompts; write one content prompt a line")
   return found

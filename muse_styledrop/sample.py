@@ -182,6 +182,8 @@ def run(
     if not 0 <= share <= 1:
       raise ValueError(f"--{name}={share} is a share of the mixed logits: give a number in [0, 1]")
   lines = read_lines(prompts_file, adapters) if prompts_file else [("", p) for p in prompts]
+  if any(not p.strip() for _, p in lines):
+    raise ValueError("a --prompt is empty; write what to draw (with the adapter's style phrase for its style)")
   pipe = Pipeline.from_pretrained(resolve_base_model(base_model), resolve_dtype("auto"))
   paths = [p for p in (adapter, content_adapter, blend_adapter) if p] + list(adapters.values())
   metas = pipe.load_adapters(paths) if paths else []

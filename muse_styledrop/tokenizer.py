@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+from absl import logging
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
@@ -112,7 +113,16 @@ class Tokenizer:
 
   def __call__(self, texts: list[str]) -> np.ndarray:
     """Token ids (N, max_length), int32."""
-    ids = self._tok(list(texts), padding="max_length", truncation=True, max_length=self.max_length).input_ids
+    texts = list(texts)
+    for text, whole in zip(texts, self._tok(texts, truncation=False).input_ids, strict=True):
+      if len(whole) > self.max_length:
+        logging.warning(
+          "the prompt %r is %d tokens; the model reads its first %d and the rest is cut",
+          text,
+          len(whole),
+          self.max_length,
+        )
+    ids = self._tok(texts, padding="max_length", truncation=True, max_length=self.max_length).input_ids
     return np.asarray(ids, np.int32)
 
   def save(self, folder: Path) -> None:

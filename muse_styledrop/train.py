@@ -26,7 +26,7 @@ from flax import nnx
 from muse_styledrop import checkpointing, data, distributed, evaluators, faults, files, images, loop, sharding, weights
 from muse_styledrop.losses import masked_loss
 from muse_styledrop.models.adapters import AdapterConfig, AdapterParam
-from muse_styledrop.optim import make_optimizer
+from muse_styledrop.optim import check_run_lengths, make_optimizer
 from muse_styledrop.pipeline import Pipeline, check_model_dir, resolve_base_model, resolve_dtype
 from muse_styledrop.sampling import SamplingSettings
 
@@ -239,8 +239,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   use_adapter = config.trainable == "adapter"
   if config.trainable not in ("adapter", "all"):
     raise ValueError(f"config.trainable={config.trainable!r}; use 'adapter' (StyleDrop) or 'all' (full fine-tune)")
-  if config.steps % config.steps_per_call:
-    raise ValueError(f"config.steps={config.steps} is not a multiple of config.steps_per_call={config.steps_per_call}")
+  check_run_lengths(config)
 
   # -- Init (cheap checks first, heavy loading last) --------------------------
   base = check_model_dir(resolve_base_model(config.base_model))
@@ -250,6 +249,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   mesh = sharding.make_mesh(config.mesh.to_dict())
   rules = config.sharding.rules.to_dict()
   sharding.check_batch_size(mesh, rules, config.batch_size)
+  files.check_folder(workdir, "--workdir")
   ckpt = checkpointing.Checkpointer(workdir / "checkpoints", use_async=config.checkpoint.use_async)
   check_same_inputs(workdir, recorded_inputs(ckpt, workdir), style_inputs(style))
   if distributed.is_writer():

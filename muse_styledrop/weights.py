@@ -82,6 +82,11 @@ def weight_files(folder: Path, stem: str, variant: str | None = None) -> list[Pa
   raise WeightsError(f"no {stem}.safetensors (or sharded index) in {folder}; the model directory is incomplete")
 
 
+def is_float(x) -> bool:
+  """Whether an array holds floating-point numbers (fp16, bf16, fp32, fp64)."""
+  return np.dtype(x.dtype).name in ("float16", "bfloat16", "float32", "float64")
+
+
 class TensorFiles(Mapping):
   """The tensors of safetensors files by key, each read (as numpy, in its stored dtype) only when asked for.
 
@@ -186,6 +191,11 @@ def load_params(
         "config (wrong model directory or a truncated download)"
       )
     stored, source = tensors[key]
+    if not is_float(stored) and is_float(var):
+      raise WeightsError(
+        f"{source}: weight {key!r} is stored as {stored.dtype}, not floating point; the file is damaged or for "
+        "another model"
+      )
     value = from_torch_layout(str(path[-1]), np.asarray(stored))
     if tuple(value.shape) != tuple(var.shape):
       implied = to_torch_layout(str(path[-1]), np.broadcast_to(np.float32(0), var.shape)).shape
