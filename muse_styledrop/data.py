@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from muse_styledrop import files
-from muse_styledrop.images import ImageError, load_image
+from muse_styledrop.images import MIN_SIDE, ImageError, load_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 CAPTION_FILES = ("captions.txt", "captions.tsv")
@@ -131,6 +131,8 @@ def resolve_style_set(
       "the style phrase is empty; set --config.style_descriptor (e.g. 'in watercolor painting "
       "style', or a rare token such as 'in sks style'); a content adapter takes --config.role=content"
     )
+  for p in paths:  # every picture readable now, before a model loads or a folder is made
+    load_image(p, MIN_SIDE)
   return StyleSet(paths, contents, style_descriptor.strip())
 
 
@@ -139,6 +141,13 @@ def rotate_hue(image_HWC: np.ndarray, turn: float) -> np.ndarray:
   hsv = np.asarray(Image.fromarray((image_HWC * 255).round().astype(np.uint8)).convert("HSV")).copy()
   hsv[..., 0] = (hsv[..., 0].astype(np.int32) + int(round(turn * 256))) % 256
   return np.asarray(Image.fromarray(hsv, "HSV").convert("RGB"), np.float32) / 255.0
+
+
+def check_augment(hues: int, hue_caption: str) -> None:
+  if hue_caption not in ("phrase", "content"):
+    raise StyleSetError(f"augment.hue_caption={hue_caption!r}: use 'phrase' or 'content'")
+  if hues < 0:
+    raise StyleSetError(f"augment.hues={hues}: the number of hue-turned copies per image must be 0 or more")
 
 
 def augmented_images(
@@ -150,10 +159,7 @@ def augmented_images(
   longer match the content text, so with hue_caption 'phrase' they index one more prompt, the style phrase alone
   (len(style.paths)); with 'content' they keep their image's prompt.
   """
-  if hue_caption not in ("phrase", "content"):
-    raise StyleSetError(f"augment.hue_caption={hue_caption!r}: use 'phrase' or 'content'")
-  if hues < 0:
-    raise StyleSetError(f"augment.hues={hues}: the number of hue-turned copies per image must be 0 or more")
+  check_augment(hues, hue_caption)
   rng = np.random.default_rng(seed)
   out, index = [], []
   for i, path in enumerate(style.paths):

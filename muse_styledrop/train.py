@@ -244,6 +244,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   # -- Init (cheap checks first, heavy loading last) --------------------------
   base = check_model_dir(resolve_base_model(config.base_model))
   style = data.resolve_style_set(config.style_images, config.content_prompts, config.style_descriptor, config.role)
+  data.check_augment(config.augment.hues, config.augment.hue_caption)
   settings = SamplingSettings.from_dict(config.sample)
   evals = evaluators.from_config(config.evals)
   mesh = sharding.make_mesh(config.mesh.to_dict())
