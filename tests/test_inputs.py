@@ -2,6 +2,7 @@
 exit through the commands, nothing half-written. docs/reliability.md's table names each test."""
 
 import errno
+import importlib.util
 import json
 import logging
 import os
@@ -17,7 +18,7 @@ import pytest
 from flax import nnx
 from PIL import Image
 
-from muse_styledrop import cli, data, files, images, optim, prompts, sample, train, weights
+from muse_styledrop import cli, data, files, images, loop, optim, prompts, sample, train, weights
 from muse_styledrop.models.adapters import AdapterParam
 
 CONFIG = Path(__file__).parent.parent / "configs" / "style_one_shot.py"
@@ -147,14 +148,10 @@ def test_a_folder_without_pictures_and_a_byte_order_mark_in_captions(tmp_path):
 
 
 def config(**overrides):
-  c = train.load_config_file(CONFIG, "runlocal") if hasattr(train, "load_config_file") else None
-  if c is None:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("style_one_shot", CONFIG)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config("runlocal")
+  spec = importlib.util.spec_from_file_location("style_one_shot", CONFIG)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  c = module.get_config("runlocal")
   for key, value in overrides.items():
     target = c
     *head, leaf = key.split(".")
@@ -284,9 +281,39 @@ def test_an_edited_adapter_json_is_named_and_the_weights_own_record_is_used(tmp_
 
 
 def style_config(tmp_path, **overrides):
+  """A run of the tiny random base when `base_model` is given (as the training tests run it)."""
   Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / "style.png")
-  one = {"mesh.data": 1, "mesh.fsdp": 1, "mesh.model": 1}
-  return config(style_images=str(tmp_path / "style.png"), content_prompts="a house", **one, **overrides)
+  tiny = {"mesh.data": 1, "mesh.fsdp": 1, "mesh.model": 1, "evals": {}, "checkpoint.use_async": False}
+  tiny |= {"optimizer.learning_rate": 3e-3, "steps_per_call": 5, "batch_size": 8}
+  return config(style_images=str(tmp_path / "style.png"), content_prompts="a house", **{**tiny, **overrides})
+
+
+def test_a_diverging_run_stops_naming_its_steps_keeps_the_last_good_checkpoint_and_resumes(
+  amused_dir, tmp_path, capsys
+):
+  run, tiny = tmp_path / "run", {"base_model": str(amused_dir), "checkpoint.every": 5}
+  train.train_and_evaluate(style_config(tmp_path, steps=5, **tiny), run)
+  kept = (run / "adapter.safetensors").read_bytes()
+  blowing_up = style_config(tmp_path, steps=10, **tiny, **{"optimizer.learning_rate": 1e30})
+  with pytest.raises(loop.TrainingDiverged, match=rf"NaN/Inf in steps 6-10; checkpoint 5 in {run / 'checkpoints'} is"):
+    train.train_and_evaluate(blowing_up, run)
+  assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["5"]
+  assert (run / "adapter.safetensors").read_bytes() == kept  # the last export is untouched
+  summary = train.train_and_evaluate(style_config(tmp_path, steps=10, **tiny), run)
+  assert f"resumed from {run / 'checkpoints' / '5'}" in capsys.readouterr().out
+  assert summary["steps"] == 10 and np.isfinite(summary["loss"])
+
+
+def test_fresh_sets_the_old_workdir_aside_and_never_deletes_it(tmp_path):
+  run = tmp_path / "run"
+  (run / "checkpoints").mkdir(parents=True)
+  (run / "adapter.safetensors").write_bytes(b"the user's adapter")
+  cmd = [sys.executable, "-m", "muse_styledrop.train", f"--config={CONFIG}:runlocal", f"--workdir={run}", "--fresh"]
+  result = subprocess.run([*cmd, "--config.trainable=bogus"], capture_output=True, text=True)  # fails after
+  assert result.returncode == 2 and result.stderr.strip().startswith("error: config.trainable='bogus'")
+  (aside,) = tmp_path.glob("run.old-*")
+  assert f"--fresh: the old run is now {aside}" in result.stdout
+  assert (aside / "adapter.safetensors").read_bytes() == b"the user's adapter" and not run.exists()
 
 
 def test_a_workdir_that_is_a_file_is_one_line(tmp_path):

@@ -192,67 +192,6 @@ def test_a_data_fsdp_model_mesh_matches_one_device(amused_dir, style_image, trai
   assert one["steps"] == eight["steps"] == 20
 
 
-def test_killed_run_resumes_to_the_same_adapter(amused_dir, style_image, trained, tmp_path, capsys):
-  import signal
-  import time
-
-  _, _, uninterrupted = trained
-  resumed = tmp_path / "resumed"
-  cmd = [
-    sys.executable,
-    "-m",
-    "muse_styledrop.train",
-    f"--config={CONFIG}:runlocal",
-    f"--workdir={resumed}",
-    f"--config.base_model={amused_dir}",
-    f"--config.style_images={style_image}",
-    "--config.content_prompts=a house",
-    "--config.mesh.data=1",
-    "--config.checkpoint.use_async=False",
-    "--config.optimizer.learning_rate=0.003",
-    f"--config.steps={RUN['steps']}",
-    f"--config.steps_per_call={RUN['steps_per_call']}",
-    f"--config.batch_size={RUN['batch_size']}",
-  ]
-  # SIGKILL the run as soon as its first checkpoint (step 10) is on disk.
-  process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  deadline = time.time() + 300
-  while not (resumed / "checkpoints" / "10").is_dir() and process.poll() is None and time.time() < deadline:
-    time.sleep(0.05)
-  process.send_signal(signal.SIGKILL)
-  process.wait()
-  assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-  assert not (resumed / "adapter.safetensors").exists()
-  # the same run again (here in-process, with the config the command line gave) resumes from step 10
-  c = config_for(amused_dir, style_image, **RUN)
-  train.train_and_evaluate(c, resumed)
-  assert f"resumed from {resumed / 'checkpoints' / '10'}" in capsys.readouterr().out
-  a, _ = weights.read_adapter(uninterrupted)
-  b, meta = weights.read_adapter(resumed)
-  assert meta["step"] == 20
-  for k in a:
-    np.testing.assert_allclose(b[k], a[k], rtol=1e-6, atol=1e-7)
-
-
-def test_a_diverging_run_stops_naming_its_steps_keeps_the_last_good_checkpoint_and_resumes(
-  amused_dir, style_image, tmp_path, capsys
-):
-  from muse_styledrop.loop import TrainingDiverged
-
-  run, short = tmp_path / "run", dict(steps_per_call=5, batch_size=8, **{"checkpoint.every": 5})
-  train.train_and_evaluate(config_for(amused_dir, style_image, steps=5, **short), run)
-  kept = (run / "adapter.safetensors").read_bytes()
-  blowing_up = config_for(amused_dir, style_image, steps=10, **short)
-  blowing_up.optimizer.learning_rate = 1e30
-  with pytest.raises(TrainingDiverged, match=rf"NaN/Inf in steps 6-10; checkpoint 5 in {run / 'checkpoints'} is kept"):
-    train.train_and_evaluate(blowing_up, run)
-  assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["5"]
-  assert (run / "adapter.safetensors").read_bytes() == kept  # the last export is untouched
-  summary = train.train_and_evaluate(config_for(amused_dir, style_image, steps=10, **short), run)
-  assert f"resumed from {run / 'checkpoints' / '5'}" in capsys.readouterr().out
-  assert summary["steps"] == 10 and np.isfinite(summary["loss"])
-
-
 def test_two_processes_train_the_adapter_of_one_and_only_process_0_writes(amused_dir, style_image, trained, tmp_path):
   """launch/local.py: 2 processes x 2 fake devices on a data 2 x fsdp 2 mesh; then one process resumes the run."""
   c, _, one_dir = trained
@@ -388,29 +327,6 @@ def _style(c):
   from muse_styledrop.data import resolve_style_set
 
   return resolve_style_set(c.style_images, c.content_prompts, c.style_descriptor, c.role)
-
-
-def test_fresh_sets_the_old_workdir_aside_and_never_deletes_it(tmp_path):
-  run = tmp_path / "run"
-  (run / "checkpoints").mkdir(parents=True)
-  (run / "adapter.safetensors").write_bytes(b"the user's adapter")
-  result = subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "muse_styledrop.train",
-      f"--config={CONFIG}:runlocal",
-      "--config.trainable=bogus",  # fails right after the workdir is set aside
-      f"--workdir={run}",
-      "--fresh",
-    ],
-    capture_output=True,
-    text=True,
-  )
-  assert result.returncode == 2 and result.stderr.strip().startswith("error: config.trainable='bogus'")
-  (aside,) = tmp_path.glob("run.old-*")
-  assert f"--fresh: the old run is now {aside}" in result.stdout
-  assert (aside / "adapter.safetensors").read_bytes() == b"the user's adapter" and not run.exists()
 
 
 def test_full_size_round1_adapter_file_is_small_and_holds_no_base_weight(tmp_path):
