@@ -206,6 +206,7 @@ def test_uvit_data_selection_keeps_single_medium_or_large_objects(data_files):
     training_subset(arrays, "big")
 
 
+@pytest.mark.multiprocess
 def test_two_processes_pretrain_on_a_mesh_and_one_device_resumes_to_the_same_weights(data_files, vq_run, tmp_path):
   """launch/local.py: 2 processes x 2 fake devices on a data 2 x fsdp 2 mesh (the sharded step of training), stopped
   by its time box; one process on one device resumes and ends with the weights of an uninterrupted run."""

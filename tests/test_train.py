@@ -192,6 +192,7 @@ def test_a_data_fsdp_model_mesh_matches_one_device(amused_dir, style_image, trai
   assert one["steps"] == eight["steps"] == 20
 
 
+@pytest.mark.multiprocess
 def test_two_processes_train_the_adapter_of_one_and_only_process_0_writes(amused_dir, style_image, trained, tmp_path):
   """launch/local.py: 2 processes x 2 fake devices on a data 2 x fsdp 2 mesh; then one process resumes the run."""
   c, _, one_dir = trained
