@@ -44,6 +44,20 @@ def amused_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def style_image(tmp_path_factory):
+  """A 48x40 picture of red and green stripes: the training tests' style reference."""
+  import numpy as np
+  from PIL import Image
+
+  path = tmp_path_factory.mktemp("style") / "stripes.png"
+  x = np.zeros((48, 40, 3), np.uint8)
+  x[::4] = (255, 40, 40)
+  x[:, ::3, 1] = 200
+  Image.fromarray(x).save(path)
+  return path
+
+
+@pytest.fixture(scope="session")
 def clip_dir(amused_dir, tmp_path_factory):
   """A tiny random transformers CLIPModel with both towers, saved with the tiny aMUSEd's tokenizer."""
   import reference

@@ -74,16 +74,6 @@ def train_command(amused_dir: Path, style_image: Path, workdir: Path) -> list[st
 
 
 @pytest.fixture(scope="module")
-def style_image(tmp_path_factory):
-  path = tmp_path_factory.mktemp("style") / "stripes.png"
-  x = np.zeros((48, 40, 3), np.uint8)
-  x[::4] = (255, 40, 40)
-  x[:, ::3, 1] = 200
-  Image.fromarray(x).save(path)
-  return path
-
-
-@pytest.fixture(scope="module")
 def uninterrupted(amused_dir, style_image, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("uninterrupted") / "run"
   result = run(train_command(amused_dir, style_image, workdir))

@@ -42,16 +42,6 @@ def test_paper_variant_keeps_the_papers_sites_and_guidance_and_the_adapter_confi
   assert not train.adapter_config(paper).blocks
 
 
-@pytest.fixture(scope="session")
-def style_image(tmp_path_factory):
-  path = tmp_path_factory.mktemp("style") / "stripes.png"
-  x = np.zeros((48, 40, 3), np.uint8)
-  x[::4] = (255, 40, 40)
-  x[:, ::3, 1] = 200
-  Image.fromarray(x).save(path)
-  return path
-
-
 def config_for(amused_dir, style_image, **overrides):
   c = load_config()
   c.base_model = str(amused_dir)
