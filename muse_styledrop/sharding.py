@@ -19,6 +19,7 @@ from collections.abc import Mapping
 
 import jax
 import numpy as np
+from absl import logging
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -42,6 +43,8 @@ def make_mesh(sizes: Mapping[str, int], devices=None) -> Mesh:
   if unknown:
     raise ShardingError(f"config.mesh names axis {sorted(unknown)[0]!r}; the mesh axes are {', '.join(AXES)}")
   shape = [int(sizes.get(a, 1)) for a in AXES]
+  if any(s < 1 and s != -1 for s in shape):
+    raise ShardingError(f"mesh sizes {dict(zip(AXES, shape))}: each is at least 1, or -1 for the devices left over")
   if shape.count(-1) > 1:
     raise ShardingError(f"mesh sizes {dict(zip(AXES, shape))}: at most one axis may be -1")
   known = math.prod(s for s in shape if s != -1)
@@ -50,6 +53,12 @@ def make_mesh(sizes: Mapping[str, int], devices=None) -> Mesh:
       raise ShardingError(f"{len(devices)} devices cannot fill mesh {dict(zip(AXES, shape))}")
     shape[shape.index(-1)] = len(devices) // known
   elif math.prod(shape) < len(devices):
+    logging.warning(
+      "config.mesh %s uses %d of the %d devices; the others stay idle (-1 on one axis uses them all)",
+      dict(zip(AXES, shape)),
+      math.prod(shape),
+      len(devices),
+    )
     devices = devices[: math.prod(shape)]  # an explicit smaller mesh uses the first devices
   if math.prod(shape) != len(devices):
     raise ShardingError(

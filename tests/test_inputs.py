@@ -182,8 +182,14 @@ def test_impossible_run_lengths_and_rates_are_one_line_before_anything_loads(tmp
   assert not (tmp_path / "run").exists()
 
 
-def test_a_mesh_the_devices_cannot_fill_is_one_line():
+def test_a_mesh_the_devices_cannot_fill_is_one_line_and_one_that_leaves_devices_idle_is_said(caplog):
   from muse_styledrop import sharding
+
+  with caplog.at_level(logging.WARNING):
+    assert sharding.make_mesh({"data": 2, "fsdp": 1, "model": 1}).devices.size == 2
+  assert "config.mesh {'data': 2, 'fsdp': 1, 'model': 1} uses 2 of the 8 devices; the others stay idle" in caplog.text
+  with pytest.raises(sharding.ShardingError, match=r"each is at least 1, or -1 for the devices left over"):
+    sharding.make_mesh({"data": 0, "fsdp": 1, "model": 1})
 
   message = r"mesh \{'data': 16, 'fsdp': 1, 'model': 1\} needs 16 devices but 8 are visible; change config.mesh"
   with pytest.raises(sharding.ShardingError, match=message):
