@@ -59,7 +59,7 @@ def run(
   the loop stops early); it is closed (its saves finished) however the loop ends.
   Returns (state, step reached, the last metrics, seconds).
   """
-  writer = MetricWriter(workdir)
+  writer = MetricWriter(workdir, resumed_at=step)
   bar = tqdm(
     total=total_steps, initial=step, desc=desc, unit="step", dynamic_ncols=True, disable=jax.process_index() != 0
   )

@@ -17,20 +17,21 @@ import jax
 from muse_styledrop import files
 
 
-def _drop_torn_line(path: Path) -> None:
-  """Cut a last line that a killed run left half-written, so every line of the file stays one JSON record."""
-  if not path.is_file():
-    return
-  data = path.read_bytes()
-  if data and not data.endswith(b"\n"):
-    with open(path, "r+b") as f:
-      f.truncate(data.rfind(b"\n") + 1)
+def _kept_lines(text: str, resumed_at: int | None) -> list[str]:
+  """The whole lines of a metrics file (a last line a killed run left half-written is cut), without those for
+  steps after `resumed_at`, which the resumed run logs again."""
+  lines = text.splitlines(keepends=True)
+  if lines and not lines[-1].endswith("\n"):
+    lines.pop()
+  return [x for x in lines if resumed_at is None or json.loads(x).get("step", 0) <= resumed_at]
 
 
 class MetricWriter:
   """Writes `metrics.jsonl` and TensorBoard events under a workdir; only process 0 writes."""
 
-  def __init__(self, workdir: Path):
+  def __init__(self, workdir: Path, resumed_at: int | None = None):
+    """`resumed_at`: the step a run resumes from; lines a killed run wrote for later steps are dropped, so each
+    step is logged once."""
     self.active = jax.process_index() == 0
     self._tb = self._jsonl = self._tb_local = None
     if not self.active:
@@ -39,10 +40,13 @@ class MetricWriter:
     workdir.mkdir(parents=True, exist_ok=True)
     self._path, self._tb_dir = workdir / "metrics.jsonl", workdir / "tensorboard"
     if files.is_remote(workdir):
-      self._lines = [self._path.read_text()] if self._path.exists() else []
+      self._lines = _kept_lines(self._path.read_text() if self._path.exists() else "", resumed_at)
       self._tb_local = Path(tempfile.mkdtemp(prefix="muse_styledrop_tensorboard_"))
     else:
-      _drop_torn_line(self._path)
+      if self._path.is_file():
+        kept = "".join(_kept_lines(self._path.read_text(), resumed_at))
+        if kept != self._path.read_text():
+          files.write_text(kept, self._path)
       self._jsonl = open(self._path, "a")  # noqa: SIM115 - closed in close()
     try:
       from tensorboardX import SummaryWriter  # noqa: PLC0415

@@ -50,7 +50,8 @@ def assert_whole(folder: Path, finished: bool = False) -> None:
       with safe_open(str(p), framework="numpy") as f:
         [f.get_tensor(k) for k in f.keys()]  # noqa: SIM118 - safe_open is no mapping
     elif p.name == "metrics.jsonl" and finished:
-      [json.loads(line) for line in p.read_text().splitlines()]
+      steps = [json.loads(line)["step"] for line in p.read_text().splitlines()]
+      assert steps == sorted(set(steps)), f"{p}: steps logged twice or out of order: {steps}"
 
 
 def train_command(amused_dir: Path, style_image: Path, workdir: Path) -> list[str]:

@@ -387,3 +387,15 @@ def test_a_user_error_from_a_command_is_one_line_and_exit_2(tmp_path):
     f"error: {tmp_path / 'dot.png'} is 1x1 pixels; a picture needs at least 16 on its shorter side"
   ]
   assert not (tmp_path / "r").exists()
+
+
+def test_a_resumed_runs_metrics_log_each_step_once_and_no_torn_line(tmp_path):
+  from muse_styledrop.metrics import MetricWriter
+
+  lines = [json.dumps({"step": s, "loss": 1.0}) + "\n" for s in (5, 10, 15)]
+  (tmp_path / "metrics.jsonl").write_text("".join(lines) + '{"step": 20, "lo')  # killed mid-line after step 15
+  writer = MetricWriter(tmp_path, resumed_at=10)  # the last checkpoint was step 10: 15 is logged again
+  writer.write(15, {"loss": 0.5})
+  writer.close()
+  rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [(r["step"], r["loss"]) for r in rows] == [(5, 1.0), (10, 1.0), (15, 0.5)]
