@@ -44,8 +44,9 @@ class MetricWriter:
       self._tb_local = Path(tempfile.mkdtemp(prefix="muse_styledrop_tensorboard_"))
     else:
       if self._path.is_file():
-        kept = "".join(_kept_lines(self._path.read_text(), resumed_at))
-        if kept != self._path.read_text():
+        text = self._path.read_text()
+        kept = "".join(_kept_lines(text, resumed_at))
+        if kept != text:
           files.write_text(kept, self._path)
       self._jsonl = open(self._path, "a")  # noqa: SIM115 - closed in close()
     try:

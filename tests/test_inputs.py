@@ -2,7 +2,6 @@
 exit through the commands, nothing half-written. docs/reliability.md's table names each test."""
 
 import errno
-import importlib.util
 import json
 import logging
 import os
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 from flax import nnx
 from PIL import Image
+from test_train import load_config, with_fields
 
 from muse_styledrop import cli, data, files, images, loop, optim, prompts, sample, train, weights
 from muse_styledrop.models.adapters import AdapterParam
@@ -148,17 +148,7 @@ def test_a_folder_without_pictures_and_a_byte_order_mark_in_captions(tmp_path):
 
 
 def config(**overrides):
-  spec = importlib.util.spec_from_file_location("style_one_shot", CONFIG)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config("runlocal")
-  for key, value in overrides.items():
-    target = c
-    *head, leaf = key.split(".")
-    for h in head:
-      target = target[h]
-    target[leaf] = value
-  return c
+  return with_fields(load_config("runlocal"), **overrides)
 
 
 @pytest.mark.parametrize(

@@ -51,6 +51,11 @@ def config_for(amused_dir, style_image, **overrides):
   c.checkpoint.use_async = False
   c.evals = {}  # the tiny random base draws no shapes-world pictures
   c.optimizer.learning_rate = 3e-3  # tiny model, few steps: large enough that weights visibly move
+  return with_fields(c, **overrides)
+
+
+def with_fields(c, **overrides):
+  """`c` with dotted fields set: with_fields(c, **{"optimizer.learning_rate": 1e-3})."""
   for key, value in overrides.items():
     target = c
     *head, leaf = key.split(".")
